@@ -1,0 +1,28 @@
+"""rlax_inf: reinforcement learning as inference in JAX.
+
+Pure, jittable functions for soft Bellman backups, exact control-as-inference
+message passing on tabular MDPs, importance-weighted bounds and policy
+objectives as divergences. Every public name is re-exported here flat.
+"""
+
+from rlax_inf.bellman import regularized_expected_sarsa
+from rlax_inf.bellman import soft_lambda_returns
+from rlax_inf.bellman import soft_n_step_returns
+from rlax_inf.bellman import soft_q_learning
+from rlax_inf.bellman import soft_retrace
+from rlax_inf.bellman import soft_retrace_targets
+from rlax_inf.bellman import soft_td_target
+from rlax_inf.estimators import effective_sample_size
+from rlax_inf.estimators import elbo
+from rlax_inf.estimators import iwae_bound
+from rlax_inf.estimators import snis_weights
+from rlax_inf.estimators import trajectory_log_weights
+from rlax_inf.policy_losses import forward_kl_loss
+from rlax_inf.policy_losses import reverse_kl_loss
+from rlax_inf.values import boltzmann_log_policy
+from rlax_inf.values import entropy
+from rlax_inf.values import kl
+from rlax_inf.values import regularized_value
+from rlax_inf.values import soft_value
+
+__version__ = "0.1.0"

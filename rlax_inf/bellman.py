@@ -1,0 +1,332 @@
+"""Soft Bellman backups: TD errors, targets and multi-step returns.
+
+One transition (or one time-major trajectory [T]) per call, with rlax's naming
+and argument order (`q_tm1, a_tm1, r_t, discount_t, q_t`); users `jax.vmap`.
+At temperature 0 every function reduces to its rlax counterpart.
+
+Targets are stopped by default (`stop_target_gradients=True`) everywhere except
+`soft_lambda_returns` and `soft_n_step_returns`, whose defaults follow
+`rlax.lambda_returns` / `rlax.n_step_bootstrapped_returns` as shared/API.md fixes
+them (they return targets, not TD errors).
+"""
+
+from typing import Optional, Union
+
+import chex
+import jax
+import jax.numpy as jnp
+
+from rlax_inf import values
+
+Array = chex.Array
+Numeric = chex.Numeric
+
+
+def _maybe_stop(x: Array, stop: bool) -> Array:
+  return jax.lax.stop_gradient(x) if stop else x
+
+
+def soft_q_learning(
+    q_tm1: Array,
+    a_tm1: Numeric,
+    r_t: Numeric,
+    discount_t: Numeric,
+    q_t: Array,
+    temperature: Numeric = 1.0,
+    log_prior_t: Optional[Array] = None,
+    stop_target_gradients: bool = True,
+) -> Array:
+  """Soft Q-learning TD error.
+
+    δ = r_t + γ_t · τ log Σ_a π0(a|s_t) exp(q_t[a]/τ) − q_tm1[a_tm1].
+
+  At τ = 0 this is `rlax.q_learning`.
+
+  Args:
+    q_tm1: action values at s_{t−1} [A].
+    a_tm1: action taken at s_{t−1} (int).
+    r_t: reward.
+    discount_t: discount γ_t (0 at terminations).
+    q_t: action values at s_t [A].
+    temperature: τ ≥ 0.
+    log_prior_t: log π0(·|s_t) [A] or None (counting measure).
+    stop_target_gradients: stop gradients through the target.
+
+  Returns:
+    The scalar TD error.
+  """
+  chex.assert_rank([q_tm1, a_tm1, r_t, discount_t, q_t], [1, 0, 0, 0, 1])
+  chex.assert_type([q_tm1, a_tm1, r_t, discount_t, q_t],
+                   [float, int, float, float, float])
+  target = r_t + discount_t * values.soft_value(q_t, temperature, log_prior_t)
+  return _maybe_stop(target, stop_target_gradients) - q_tm1[a_tm1]
+
+
+def regularized_expected_sarsa(
+    q_tm1: Array,
+    a_tm1: Numeric,
+    r_t: Numeric,
+    discount_t: Numeric,
+    q_t: Array,
+    log_pi_t: Array,
+    temperature: Numeric = 1.0,
+    log_prior_t: Optional[Array] = None,
+    stop_target_gradients: bool = True,
+) -> Array:
+  """Regularised expected-SARSA TD error (soft policy evaluation).
+
+    δ = r_t + γ_t Σ_a π(a|s_t) [q_t[a] − τ (log π(a|s_t) − log π0(a|s_t))] − q_tm1[a_tm1].
+
+  At τ = 0 this is `rlax.expected_sarsa` with probabilities exp(log_pi_t).
+
+  Args:
+    q_tm1: action values at s_{t−1} [A].
+    a_tm1: action taken at s_{t−1} (int).
+    r_t: reward.
+    discount_t: discount γ_t.
+    q_t: action values at s_t [A].
+    log_pi_t: log π(·|s_t) [A].
+    temperature: τ ≥ 0.
+    log_prior_t: log π0(·|s_t) [A] or None (counting measure).
+    stop_target_gradients: stop gradients through the target.
+
+  Returns:
+    The scalar TD error.
+  """
+  chex.assert_rank([q_tm1, a_tm1, r_t, discount_t, q_t, log_pi_t],
+                   [1, 0, 0, 0, 1, 1])
+  chex.assert_type([q_tm1, a_tm1, r_t, discount_t, q_t, log_pi_t],
+                   [float, int, float, float, float, float])
+  v_t = values.regularized_value(q_t, log_pi_t, temperature, log_prior_t)
+  target = r_t + discount_t * v_t
+  return _maybe_stop(target, stop_target_gradients) - q_tm1[a_tm1]
+
+
+def soft_td_target(
+    r_t: Array,
+    discount_t: Array,
+    q_t: Array,
+    log_pi_t: Array,
+    temperature: Numeric = 1.0,
+    log_prior_t: Optional[Array] = None,
+) -> Array:
+  """Soft TD target from a sampled next action (SAC's critic target).
+
+    y = r_t + γ_t (q_t − τ (log π(a_t|s_t) − log π0(a_t|s_t))),
+
+  elementwise; pass the minimum over twin target critics as `q_t`. No gradient
+  is stopped here: the caller decides (SAC stops it).
+
+  Args:
+    r_t: rewards.
+    discount_t: discounts (0 at terminations).
+    q_t: value of the sampled next action.
+    log_pi_t: log π(a_t|s_t) of the sampled next action.
+    temperature: τ ≥ 0.
+    log_prior_t: log π0(a_t|s_t) or None (counting measure).
+
+  Returns:
+    The target, of the common shape of the inputs.
+  """
+  chex.assert_type([r_t, discount_t, q_t, log_pi_t], float)
+  chex.assert_equal_shape([r_t, discount_t, q_t, log_pi_t])
+  tau = jnp.asarray(temperature, q_t.dtype)
+  reg = log_pi_t if log_prior_t is None else log_pi_t - log_prior_t
+  return r_t + discount_t * (q_t - jnp.where(tau > 0, tau * reg, 0.0))
+
+
+def _check_trajectory(r_t, discount_t, v_t, regularizer_t):
+  chex.assert_rank([r_t, discount_t, v_t, regularizer_t], 1)
+  chex.assert_type([r_t, discount_t, v_t, regularizer_t], float)
+  chex.assert_equal_shape([r_t, discount_t, v_t, regularizer_t])
+
+
+def soft_lambda_returns(
+    r_t: Array,
+    discount_t: Array,
+    v_t: Array,
+    regularizer_t: Array,
+    lambda_: Union[Numeric, Array] = 1.0,
+    stop_target_gradients: bool = False,
+) -> Array:
+  """Soft λ-returns of one trajectory (time-major, rlax indexing).
+
+    G[T−1] = r[T−1] + γ[T−1] v[T−1]
+    G[i]   = r[i] + γ[i] ((1 − λ[i]) v[i] + λ[i] (G[i+1] − reg[i])),
+
+  where v[i] is the soft value of the state reached after transition i and
+  reg[i] = τ (log π − log π0) of the action then taken there. With reg = 0 this
+  is `rlax.lambda_returns`.
+
+  Args:
+    r_t: rewards [T].
+    discount_t: discounts [T].
+    v_t: soft values of the next states [T].
+    regularizer_t: τ (log π − log π0) of the next actions [T].
+    lambda_: scalar or [T] mixing parameter.
+    stop_target_gradients: stop gradients through the returns.
+
+  Returns:
+    The returns [T].
+  """
+  _check_trajectory(r_t, discount_t, v_t, regularizer_t)
+  chex.assert_rank(lambda_, {0, 1})
+  lambda_ = jnp.ones_like(discount_t) * lambda_
+
+  def body(g_next, xs):
+    r, discount, v, reg, lam = xs
+    g = r + discount * ((1.0 - lam) * v + lam * (g_next - reg))
+    return g, g
+
+  g_last = r_t[-1] + discount_t[-1] * v_t[-1]
+  _, returns = jax.lax.scan(
+      body, g_last,
+      (r_t[:-1], discount_t[:-1], v_t[:-1], regularizer_t[:-1], lambda_[:-1]),
+      reverse=True)
+  returns = jnp.concatenate([returns, g_last[None]])
+  return _maybe_stop(returns, stop_target_gradients)
+
+
+def soft_n_step_returns(
+    r_t: Array,
+    discount_t: Array,
+    v_t: Array,
+    regularizer_t: Array,
+    n: int,
+    stop_target_gradients: bool = False,
+) -> Array:
+  """Soft n-step bootstrapped returns of one trajectory (rlax indexing).
+
+    G[i] = Σ_{k<n} Γ_{i,k} (r[i+k] − γ[i+k−1] reg[i+k−1] 1[k>0]) + Γ_{i,n} v[i+n−1],
+
+  i.e. rewards along the next n steps, minus the regulariser τ (log π − log π0)
+  of each intermediate action actually taken, bootstrapped on the soft value
+  after n steps (or at the end of the trajectory). With reg = 0 this is
+  `rlax.n_step_bootstrapped_returns`; with n ≥ T it equals
+  `soft_lambda_returns(..., lambda_=1)`.
+
+  Args:
+    r_t: rewards [T].
+    discount_t: discounts [T].
+    v_t: soft values of the next states [T].
+    regularizer_t: τ (log π − log π0) of the next actions [T].
+    n: number of steps (static, ≥ 1).
+    stop_target_gradients: stop gradients through the returns.
+
+  Returns:
+    The returns [T].
+  """
+  _check_trajectory(r_t, discount_t, v_t, regularizer_t)
+  if n < 1:
+    raise ValueError(f"`n` must be >= 1, got {n}.")
+  seq_len = r_t.shape[0]
+  pad = n - 1
+  # Bootstrap on v[min(i + n − 1, T − 1)].
+  targets = jnp.concatenate([v_t[n - 1:], jnp.repeat(v_t[-1:], min(pad, seq_len))])
+  # The regulariser of the action in the final state is never paid: the return
+  # bootstraps there.
+  reg = regularizer_t.at[-1].set(0.0)
+  r_p = jnp.concatenate([r_t, jnp.zeros(pad, r_t.dtype)])
+  d_p = jnp.concatenate([discount_t, jnp.ones(pad, discount_t.dtype)])
+  reg_p = jnp.concatenate([reg, jnp.zeros(pad, reg.dtype)])
+  for k in reversed(range(n)):
+    inner = targets if k == n - 1 else targets - reg_p[k:k + seq_len]
+    targets = r_p[k:k + seq_len] + d_p[k:k + seq_len] * inner
+  return _maybe_stop(targets, stop_target_gradients)
+
+
+def soft_retrace_targets(
+    q_t: Array,
+    a_t: Array,
+    r_t: Array,
+    discount_t: Array,
+    log_pi_t: Array,
+    log_mu_t: Array,
+    temperature: Numeric = 1.0,
+    log_prior_t: Optional[Array] = None,
+    lambda_: Numeric = 1.0,
+    stop_target_gradients: bool = True,
+) -> Array:
+  """Soft Retrace targets of one off-policy trajectory.
+
+    G[T−1] = r[T−1] + γ[T−1] V_π[T−1]
+    G[i]   = r[i] + γ[i] (V_π[i] + c[i] (G[i+1] − q_t[i, a_t[i]])),
+    V_π[i] = Σ_a π(a|s) [q_t[i, a] − τ (log π(a|s) − log π0(a|s))],
+    c[i]   = λ min(1, π(a_t[i]|s) / μ(a_t[i]|s)),
+
+  with s the state reached after transition i (Munos et al., 2016, on the
+  regularised target). At τ = 0 it equals rlax's Retrace targets.
+
+  Args:
+    q_t: action values of the next states [T, A].
+    a_t: behaviour actions taken in the next states [T].
+    r_t: rewards [T].
+    discount_t: discounts [T].
+    log_pi_t: target-policy log-probabilities [T, A].
+    log_mu_t: behaviour log-probability of a_t [T].
+    temperature: τ ≥ 0.
+    log_prior_t: log π0 [T, A] or None (counting measure).
+    lambda_: trace parameter λ.
+    stop_target_gradients: stop gradients through the targets.
+
+  Returns:
+    The targets [T] for q_tm1[a_tm1].
+  """
+  chex.assert_rank([q_t, a_t, r_t, discount_t, log_pi_t, log_mu_t],
+                   [2, 1, 1, 1, 2, 1])
+  chex.assert_type([q_t, a_t, r_t, discount_t, log_pi_t, log_mu_t],
+                   [float, int, float, float, float, float])
+  chex.assert_equal_shape([q_t, log_pi_t])
+  chex.assert_equal_shape([a_t, r_t, discount_t, log_mu_t])
+  if log_prior_t is None:
+    v_t = jax.vmap(values.regularized_value, (0, 0, None))(q_t, log_pi_t, temperature)
+  else:
+    chex.assert_equal_shape([q_t, log_prior_t])
+    v_t = jax.vmap(values.regularized_value, (0, 0, None, 0))(
+        q_t, log_pi_t, temperature, log_prior_t)
+  take = jax.vmap(lambda x, a: x[a])
+  q_a_t = take(q_t, a_t)
+  log_rho = take(log_pi_t, a_t) - log_mu_t
+  c_t = lambda_ * jnp.exp(jnp.minimum(0.0, log_rho))
+
+  def body(g_next, xs):
+    r, discount, v, c, q_a = xs
+    g = r + discount * (v + c * (g_next - q_a))
+    return g, g
+
+  g_last = r_t[-1] + discount_t[-1] * v_t[-1]
+  _, returns = jax.lax.scan(
+      body, g_last,
+      (r_t[:-1], discount_t[:-1], v_t[:-1], c_t[:-1], q_a_t[:-1]), reverse=True)
+  returns = jnp.concatenate([returns, g_last[None]])
+  return _maybe_stop(returns, stop_target_gradients)
+
+
+def soft_retrace(
+    q_tm1: Array,
+    q_t: Array,
+    a_tm1: Array,
+    a_t: Array,
+    r_t: Array,
+    discount_t: Array,
+    log_pi_t: Array,
+    log_mu_t: Array,
+    temperature: Numeric = 1.0,
+    log_prior_t: Optional[Array] = None,
+    lambda_: Numeric = 1.0,
+    stop_target_gradients: bool = True,
+) -> Array:
+  """Soft Retrace TD errors: `soft_retrace_targets(...) − q_tm1[a_tm1]`.
+
+  Argument order as `rlax.retrace`; behaviour probabilities are given as
+  log-probabilities `log_mu_t` of the actions `a_t`.
+
+  Returns:
+    TD errors [T].
+  """
+  chex.assert_rank([q_tm1, a_tm1], [2, 1])
+  chex.assert_type([q_tm1, a_tm1], [float, int])
+  targets = soft_retrace_targets(q_t, a_t, r_t, discount_t, log_pi_t, log_mu_t,
+                                 temperature, log_prior_t, lambda_,
+                                 stop_target_gradients)
+  return targets - jax.vmap(lambda x, a: x[a])(q_tm1, a_tm1)
