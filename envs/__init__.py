@@ -1,0 +1,228 @@
+"""rlax_inf.envs: one pure, jittable, vmappable environment interface.
+
+    from rlax_inf import envs
+    env = envs.make('hopper', backend='positional', episode_length=1000)
+    state = jax.vmap(env.reset)(jax.random.split(key, 64))
+    state = jax.vmap(env.step)(state, actions)      # auto-resets when done
+
+Suites (see `list_envs()` / `registry()`):
+* Brax: every env in Brax's registry on backends `BACKENDS`
+  ('generalized' is the default, as in Brax; 'positional' and 'spring' compile
+  fastest on CPU; 'mjx' is MuJoCo XLA).
+* MuJoCo Playground DM Control Suite ('CartpoleBalance', 'CheetahRun', ...):
+  optional extra `rlax-inf[playground]`; backends 'mjx' (default) / 'warp'.
+* Pure-JAX classic control: 'cartpole' (discrete), 'pendulum' (continuous).
+* Pure-JAX tabular: 'gridworld', 'four_rooms', 'chain', 'garnet' built on
+  `tabular.TabularMDP`, which `rlax_inf.messages` solves exactly.
+
+`State` fields: obs, reward, done, terminated, truncated, final_obs, metrics
+(episode_return, episode_length, running_return, running_length,
+episodes_completed), inner, steps, key. Bootstrap with
+`discount = 1 - terminated`; store `final_obs` as the next observation.
+
+Time limit: `episode_length` counts underlying environment steps, as in Brax,
+so an episode is truncated after ceil(episode_length / action_repeat) agent
+steps; `env.spec.episode_length` is that number of agent steps.
+
+Actions: continuous float [action_size] in [-1, 1]; discrete int32 [].
+Out-of-range values are clipped; NaN → 0, ±inf → ±1 (never NaN states).
+A wrong shape or dtype raises ValueError naming `action` at trace time.
+
+Gradients (`spec.differentiable`): `step` is differentiable w.r.t. the action
+for 'pendulum' and the Brax / MJX envs. What agrees with finite differences
+on short horizons (see tests/envs/test_gradients.py and GRADIENT_NOTES).
+"""
+
+import math
+from typing import Any, Dict, List, Optional
+
+from rlax_inf.envs import brax_adapter
+from rlax_inf.envs import classic
+from rlax_inf.envs import core
+from rlax_inf.envs import normalization
+from rlax_inf.envs import playground
+from rlax_inf.envs import tabular
+from rlax_inf.envs.brax_adapter import BraxEnv
+from rlax_inf.envs.classic import CartPole
+from rlax_inf.envs.classic import Pendulum
+from rlax_inf.envs.core import EnvSpec
+from rlax_inf.envs.core import Environment
+from rlax_inf.envs.core import METRIC_NAMES
+from rlax_inf.envs.core import State
+from rlax_inf.envs.normalization import RunningStatistics
+from rlax_inf.envs.normalization import batch_statistics
+from rlax_inf.envs.normalization import denormalize
+from rlax_inf.envs.normalization import init_statistics
+from rlax_inf.envs.normalization import merge_across
+from rlax_inf.envs.normalization import merge_statistics
+from rlax_inf.envs.normalization import normalize
+from rlax_inf.envs.normalization import update_statistics
+from rlax_inf.envs.playground import PlaygroundEnv
+from rlax_inf.envs.tabular import TabularEnv
+from rlax_inf.envs.tabular import TabularMDP
+
+#: Brax physics backends (for Brax env names).
+BACKENDS = brax_adapter.BACKENDS
+#: Backend per suite: the choices `make` accepts and its default (first).
+SUITE_BACKENDS = {
+    'brax': BACKENDS,
+    'playground': playground.PLAYGROUND_BACKENDS,
+    'classic': ('jax',),
+    'tabular': ('jax',),
+}
+
+_CLASSIC = {'cartpole': CartPole, 'pendulum': Pendulum}
+
+# (observation_size, action_size) of Brax's envs; the same on every backend.
+# Checked against the built environments in tests/envs/test_registry.py.
+_BRAX_SIZES = {
+    'ant': (27, 8), 'halfcheetah': (17, 6), 'hopper': (11, 3),
+    'humanoid': (244, 17), 'humanoidstandup': (244, 17),
+    'inverted_double_pendulum': (8, 1), 'inverted_pendulum': (4, 1),
+    'pusher': (23, 7), 'reacher': (11, 2), 'swimmer': (8, 2),
+    'walker2d': (17, 6),
+}
+# Playground DM Control Suite (impl=jax); checked in test_playground.py.
+_PLAYGROUND_SIZES = {
+    'AcrobotSwingup': (6, 1), 'AcrobotSwingupSparse': (6, 1), 'BallInCup': (8, 2),
+    'CartpoleBalance': (5, 1), 'CartpoleBalanceSparse': (5, 1), 'CartpoleSwingup': (5, 1),
+    'CartpoleSwingupSparse': (5, 1), 'CheetahRun': (17, 6), 'FingerSpin': (9, 2),
+    'FingerTurnEasy': (12, 2), 'FingerTurnHard': (12, 2), 'FishSwim': (24, 5),
+    'HopperHop': (15, 4), 'HopperStand': (15, 4), 'HumanoidStand': (67, 21),
+    'HumanoidWalk': (67, 21), 'HumanoidRun': (67, 21), 'PendulumSwingup': (3, 1),
+    'PointMass': (4, 2), 'ReacherEasy': (6, 2), 'ReacherHard': (6, 2),
+    'SwimmerSwimmer6': (25, 5), 'WalkerRun': (24, 6), 'WalkerStand': (24, 6),
+    'WalkerWalk': (24, 6),
+}
+
+#: What agrees with finite differences, per suite/backend (short horizons).
+GRADIENT_NOTES = {
+    'pendulum': 'agrees with finite differences (float32).',
+    'brax/spring': 'agrees (float32) on inverted_pendulum, 5 steps.',
+    'brax/positional': 'agrees (float32) on inverted_pendulum, 5 steps.',
+    'brax/generalized': (
+        'agrees on inverted_pendulum; hopper disagrees in float32 (contacts), '
+        'agrees in float64 (jax_enable_x64).'),
+    'brax/mjx': (
+        'reverse mode needs sys.opt.iterations = 1 (the solver loop is a '
+        'while_loop) and float64 to agree.'),
+    'playground/mjx': 'as brax/mjx (MJX underneath); not tested here.',
+    'cartpole': 'not differentiable (discrete actions).',
+    'tabular': 'not differentiable (discrete actions, sampled transitions).',
+}
+
+
+def list_envs() -> List[str]:
+  """All environment names `make` accepts (plain strings)."""
+  return (list(_CLASSIC) + list(tabular.TABULAR_MDPS) +
+          list(brax_adapter.brax_env_names()) +
+          list(playground.playground_env_names()))
+
+
+def _suite(name: str) -> str:
+  if name in _CLASSIC:
+    return 'classic'
+  if name in tabular.TABULAR_MDPS:
+    return 'tabular'
+  if name in brax_adapter.brax_env_names():
+    return 'brax'
+  if name in playground.playground_env_names():
+    return 'playground'
+  raise ValueError(
+      f'Unknown environment {name!r}; choose one of {list_envs()}.')
+
+
+def make(name: str, backend: Optional[str] = None, episode_length: int = 1000,
+         action_repeat: int = 1, **kwargs) -> Environment:
+  """Builds an environment.
+
+  Args:
+    name: a name from `list_envs()`.
+    backend: Brax names: one of `BACKENDS` (default 'generalized', Brax's
+      own default; 'swimmer' supports only it). Playground names: 'mjx'
+      (default) or 'warp'. Pure-JAX names: None or 'jax'.
+    episode_length: time limit in underlying environment steps (Brax's
+      convention); episodes are truncated after
+      ceil(episode_length / action_repeat) agent steps.
+    action_repeat: underlying steps per agent step (rewards are summed).
+    **kwargs: passed to the environment constructor (Brax env arguments,
+      Playground config overrides, tabular MDP arguments; `key` for garnet).
+
+  Returns:
+    An `Environment` with pure `reset(key)` and `step(state, action)`.
+
+  Raises:
+    ValueError: unknown name or backend (naming the choices).
+  """
+  suite = _suite(name)
+  choices = SUITE_BACKENDS[suite]
+  if suite == 'brax':
+    choices = brax_adapter.supported_backends(name)
+  if backend is None:
+    backend = choices[0]
+  if backend not in choices:
+    raise ValueError(f'Unknown backend {backend!r} for {name!r} ({suite}); '
+                     f'choose one of {list(choices)}.')
+  if episode_length < 1 or action_repeat < 1:
+    raise ValueError('episode_length and action_repeat must be >= 1; got '
+                     f'{episode_length}, {action_repeat}.')
+  agent_steps = math.ceil(episode_length / action_repeat)
+  if suite == 'classic':
+    return _CLASSIC[name](agent_steps, action_repeat, **kwargs)
+  if suite == 'tabular':
+    return tabular.make_tabular(name, agent_steps, action_repeat, **kwargs)
+  if suite == 'brax':
+    return BraxEnv(name, backend, agent_steps, action_repeat, **kwargs)
+  return PlaygroundEnv(name, backend, agent_steps, action_repeat, **kwargs)
+
+
+def registry() -> Dict[str, Dict[str, Any]]:
+  """Plain-data description of every environment (for `rlax-inf list`).
+
+  Returns:
+    {name: {'suite', 'backends', 'default_backend', 'observation_size',
+    'action_size', 'discrete', 'action_low', 'action_high', 'differentiable',
+    'available'}}. Sizes are for the default constructor arguments (tabular
+    defaults; garnet: 20 states, 4 actions); None where unknown without the
+    optional extra.
+  """
+  out = {}
+  for name in list_envs():
+    suite = _suite(name)
+    backends = SUITE_BACKENDS[suite]
+    if suite == 'brax':
+      backends = brax_adapter.supported_backends(name)
+    entry = {
+        'suite': suite,
+        'backends': list(backends),
+        'default_backend': backends[0],
+        'discrete': suite in ('tabular',) or name == 'cartpole',
+        'action_low': -1.0,
+        'action_high': 1.0,
+        'differentiable': suite in ('brax', 'playground') or name == 'pendulum',
+        'available': suite != 'playground' or playground.available(),
+    }
+    if suite == 'brax':
+      entry['observation_size'], entry['action_size'] = _BRAX_SIZES.get(
+          name, (None, None))
+    elif suite == 'playground':
+      entry['observation_size'], entry['action_size'] = _PLAYGROUND_SIZES.get(
+          name, (None, None))
+    else:
+      spec = _pure_jax_spec(name)
+      entry['observation_size'] = spec.observation_size
+      entry['action_size'] = spec.action_size
+    if entry['discrete']:
+      entry['action_low'] = 0
+      entry['action_high'] = entry['action_size'] - 1
+    out[name] = entry
+  return out
+
+
+_PURE_SPECS = {}
+
+
+def _pure_jax_spec(name: str) -> EnvSpec:
+  if name not in _PURE_SPECS:
+    _PURE_SPECS[name] = make(name).spec
+  return _PURE_SPECS[name]

@@ -1,0 +1,102 @@
+"""Brax / MJX environments behind the `Environment` interface.
+
+Every environment in Brax's registry (`brax.envs`) runs on each physics
+backend it supports: 'generalized' (the default here, as in Brax itself),
+'positional', 'spring' and 'mjx'. Brax's own training wrappers are NOT used:
+the time limit, action repeat and auto-reset come from `Environment`, so the
+termination / truncation split and fresh random resets are the same for every
+suite, and one unbatched environment is stepped per call (users vmap).
+"""
+
+from typing import Any, Tuple
+
+import jax
+import jax.numpy as jnp
+
+from rlax_inf.envs import core
+
+#: Physics backends of Brax, in the order `registry()` reports them.
+BACKENDS = ('generalized', 'positional', 'spring', 'mjx')
+#: Backend used when `make(name, backend=None)` is given a Brax name.
+DEFAULT_BACKEND = 'generalized'
+
+# Brax envs that only run on some backends (Brax raises otherwise).
+_ONLY_BACKENDS = {'swimmer': ('generalized',)}
+# In Brax's registry but not a real task: a unit-test stub with Python-side
+# counters and no physics backend.
+_EXCLUDED = ('fast',)
+
+
+def brax_env_names() -> Tuple[str, ...]:
+  """Names of the Brax environments `make` accepts (Brax's registry)."""
+  from brax import envs as brax_envs  # pylint: disable=g-import-not-at-top
+  return tuple(
+      sorted(n for n in brax_envs._envs if n not in _EXCLUDED))  # pylint: disable=protected-access
+
+
+def supported_backends(name: str) -> Tuple[str, ...]:
+  """Backends on which the Brax environment `name` can be built."""
+  return _ONLY_BACKENDS.get(name, BACKENDS)
+
+
+class BraxEnv(core.Environment):
+  """A Brax `PipelineEnv` as a pure `Environment`.
+
+  Args:
+    name: Brax registry name, e.g. 'ant', 'hopper', 'inverted_pendulum'.
+    backend: one of `supported_backends(name)`.
+    episode_length: time limit in agent steps.
+    action_repeat: Brax env steps per agent step.
+    **kwargs: passed to the Brax environment's constructor (e.g.
+      `n_frames`, `terminate_when_unhealthy`).
+  """
+
+  def __init__(self, name: str, backend: str, episode_length: int,
+               action_repeat: int, **kwargs):
+    from brax import envs as brax_envs  # pylint: disable=g-import-not-at-top
+    choices = supported_backends(name)
+    if backend not in choices:
+      raise ValueError(
+          f'Unknown backend {backend!r} for Brax env {name!r}; choose one of '
+          f'{list(choices)}.')
+    self.brax_env = brax_envs.get_environment(name, backend=backend, **kwargs)
+    obs = jax.eval_shape(self.brax_env.reset, jax.random.PRNGKey(0)).obs
+    if not hasattr(obs, 'shape') or len(obs.shape) != 1:
+      raise ValueError(f'Brax env {name!r} has a non-flat observation; only '
+                       'flat observation vectors are supported.')
+    super().__init__(core.EnvSpec(
+        name=name,
+        suite='brax',
+        backend=backend,
+        observation_size=int(obs.shape[0]),
+        action_size=int(self.brax_env.action_size),
+        discrete=False,
+        action_low=-1.0,
+        action_high=1.0,
+        episode_length=episode_length,
+        action_repeat=action_repeat,
+        differentiable=True,
+    ))
+
+  def core_reset(self, key: jax.Array) -> Tuple[Any, jax.Array]:
+    inner = _canonical(self.brax_env.reset(key))
+    return inner, inner.obs
+
+  def core_step(self, inner, action, key):
+    del key  # Brax dynamics are deterministic given the action.
+    # Some Brax envs update `state.metrics` in place: hand them a copy.
+    inner = inner.replace(metrics=dict(inner.metrics), info=dict(inner.info))
+    inner = _canonical(self.brax_env.step(inner, action))
+    return inner, inner.obs, inner.reward, inner.done
+
+
+def _canonical(state):
+  """Makes reward / done arrays of one fixed dtype (scan / where need it)."""
+  dtype = state.obs.dtype
+  return state.replace(
+      reward=jnp.asarray(state.reward, dtype),
+      done=jnp.asarray(state.done, dtype),
+      metrics={k: jnp.asarray(v, dtype) for k, v in state.metrics.items()},
+      info={k: jnp.asarray(v) if not isinstance(v, dict) else v
+            for k, v in state.info.items()},
+  )
