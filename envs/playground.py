@@ -9,6 +9,7 @@ Backends: 'mjx' (MuJoCo XLA in JAX, `impl='jax'`, runs on CPU and GPU; the
 default) and 'warp' (`impl='warp'`, NVIDIA GPUs only).
 """
 
+import importlib.util
 from typing import Tuple
 
 import jax
@@ -31,20 +32,16 @@ DM_CONTROL_NAMES = (
 
 
 def available() -> bool:
-  """Whether the `playground` extra is installed."""
-  try:
-    import mujoco_playground  # pylint: disable=g-import-not-at-top,unused-import
-  except ImportError:
-    return False
-  return True
+  """Whether the `playground` extra is installed (without importing it)."""
+  return importlib.util.find_spec('mujoco_playground') is not None
 
 
 def playground_env_names() -> Tuple[str, ...]:
-  """DM Control Suite names (from the package when installed)."""
-  if not available():
-    return DM_CONTROL_NAMES
-  from mujoco_playground import dm_control_suite  # pylint: disable=g-import-not-at-top
-  return tuple(dm_control_suite.ALL_ENVS)
+  """DM Control Suite names (a static list: importing the package is slow).
+
+  tests/envs/test_playground.py checks it against the installed package.
+  """
+  return DM_CONTROL_NAMES
 
 
 class PlaygroundEnv(core.Environment):

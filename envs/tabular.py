@@ -13,6 +13,7 @@ entering one (and the agent's `discount = 1 - terminated` gives the same
 values).
 """
 
+import functools
 from typing import Optional
 
 import chex
@@ -244,7 +245,12 @@ def garnet(key: jax.Array, num_states: int = 20, num_actions: int = 4,
   """
   if not 1 <= branching <= num_states:
     raise ValueError(f'branching must be in [1, {num_states}], got {branching}')
-  s, a, b = num_states, num_actions, branching
+  return _garnet(key, num_states, num_actions, branching, discount)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2, 3, 4))
+def _garnet(key, s, a, b, discount):
+  """`garnet` for static sizes (one compile per size, not per op)."""
   k_next, k_prob, k_rew = jax.random.split(key, 3)
   # b distinct next states per (s, a): the first b of a random permutation.
   scores = jax.random.uniform(k_next, (s, a, s))
