@@ -129,18 +129,8 @@ def reverse_kl_score_loss(
     chex.assert_rank(baseline, {0, 1}, custom_message="`baseline` must be [] or [N]")
   tau = jnp.asarray(temperature, q.dtype)
   reg = log_pi if log_prior is None else log_pi - log_prior
-  f = jax.lax.stop_gradient(tau * jnp.where(tau > 0, reg, 0.0) - q)
-  n = f.shape[0]
-  if baseline is None:
-    b = (jnp.sum(f) - f) / (n - 1) if n > 1 else jnp.zeros_like(f)
-  else:
-    b = jax.lax.stop_gradient(jnp.broadcast_to(baseline, f.shape).astype(f.dtype))
-  advantage = f - b
-  # Samples π could not have drawn, or with infinite cost, carry no gradient.
-  advantage = jnp.where(jnp.isfinite(advantage) & (log_pi > -jnp.inf), advantage, 0.0)
-  safe_log_pi = jnp.where(log_pi > -jnp.inf, log_pi, 0.0)
-  score = safe_log_pi - jax.lax.stop_gradient(safe_log_pi)
-  return jnp.mean(f) + jnp.mean(advantage * score)
+  cost = tau * jnp.where(tau > 0, reg, 0.0) - q
+  return estimators.score_function_surrogate(log_pi, cost, baseline)
 
 
 def categorical_reverse_kl_loss(
@@ -498,22 +488,24 @@ def stable_em_loss(
   This is the KL-penalised trust region: TRPO constrains KL(π_old ‖ π) ≤ δ,
   PPO's KL-penalty variant minimises this loss with an adaptive β = τ, and
   MPO (`mpo_loss`) solves the same step in closed form (E) and by weighted
-  maximum likelihood (M). `log_pi_old` is stop-gradient; refresh it with
-  `swap_prior`. Rawlik, Toussaint, Vijayakumar, "On Stochastic Optimal Control
+  maximum likelihood (M). Evaluate `log_pi_old` with the old parameters held
+  constant (a separate pytree refreshed by `swap_prior`, or stop_gradient):
+  for reparameterised samples the gradient must still flow through the action
+  inside log π_old(a_k), so the value itself is not stopped here. Rawlik, Toussaint, Vijayakumar, "On Stochastic Optimal Control
   and Reinforcement Learning by Approximate Inference", 2012; Abdolmaleki et
   al., 2018.
 
   Args:
     log_pi: log π(a_k|s) of N samples [N] (pathwise, as `reverse_kl_loss`).
     q: Q(s, a_k) [N].
-    log_pi_old: log π_old(a_k|s) [N].
+    log_pi_old: log π_old(a_k|s) [N] (old parameters constant).
     temperature: τ ≥ 0, the inverse trust-region strength.
 
   Returns:
     The scalar loss.
   """
   _check_samples(log_pi, q, log_pi_old)
-  return reverse_kl_loss(log_pi, q, temperature, jax.lax.stop_gradient(log_pi_old))
+  return reverse_kl_loss(log_pi, q, temperature, log_pi_old)
 
 
 def swap_prior(
@@ -560,7 +552,7 @@ def project_multiplier(x: Array, floor: float = _MULTIPLIER_FLOOR) -> Array:
   Returns:
     The projected multiplier(s).
   """
-  return x + jax.lax.stop_gradient(jnp.maximum(x, floor) - x)
+  return jnp.maximum(jax.lax.stop_gradient(x), floor) + (x - jax.lax.stop_gradient(x))
 
 
 def mpo_e_step(q: Array, temperature: Numeric, epsilon: Numeric) -> Tuple[Array, Array]:
