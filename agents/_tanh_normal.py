@@ -1,4 +1,8 @@
-"""Tanh-squashed diagonal Gaussian (private to agents/ until rlax_inf.distributions lands).
+"""Tanh-squashed diagonal Gaussian as three small pure functions for the agents' hot loop.
+
+The stable log-Jacobian is `rlax_inf.distributions.tanh_log_det_jacobian` (the
+same maths as `rlax_inf.distributions.TanhGaussian.log_prob_from_pre_tanh`);
+plain functions keep the traced graph minimal inside the fused update.
 
     u ~ N(μ, σ²),  a = tanh(u),
     log π(a) = Σ_i [log N(u_i; μ_i, σ_i²) − log(1 − tanh²(u_i))],
@@ -14,12 +18,12 @@ import math
 import jax
 import jax.numpy as jnp
 
+from rlax_inf import distributions
+
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 
 
-def log_det_jacobian(u: jax.Array) -> jax.Array:
-  """log |d tanh(u)/du| = 2 (log 2 − u − softplus(−2u)), elementwise, stable."""
-  return 2.0 * (math.log(2.0) - u - jax.nn.softplus(-2.0 * u))
+log_det_jacobian = distributions.tanh_log_det_jacobian
 
 
 def sample_pre_tanh(key: jax.Array, mean: jax.Array, std: jax.Array) -> jax.Array:

@@ -165,3 +165,12 @@ def test_discrete_env_is_rejected():
   spec = types.SimpleNamespace(observation_size=4, action_size=2, discrete=True)
   with pytest.raises(ValueError, match="continuous"):
     sac.init(jax.random.PRNGKey(0), spec, sac.SACConfig())
+
+
+def test_tanh_normal_agrees_with_rlax_inf_distributions():
+  from rlax_inf import distributions
+  mean, std = jnp.array([0.3, -1.0]), jnp.array([0.5, 1.2])
+  u = jnp.array([4.0, -12.0])
+  np.testing.assert_allclose(
+      tanh_normal.log_prob_pre_tanh(u, mean, std),
+      distributions.TanhGaussian(mean, std).log_prob_from_pre_tanh(u), rtol=1e-5)

@@ -1,0 +1,263 @@
+"""A training run on disk: config.json, metrics.jsonl, checkpoints/, learning_curves.png.
+
+`train_run` drives `training.Trainer`: one compiled call per evaluation
+interval, a progress bar, one JSON line per evaluation and seed, orbax
+checkpoints every `checkpoint_every` evaluations, and `resume=True` to continue
+from the latest checkpoint bit for bit (the compiled programs are
+deterministic and the checkpoint holds every PRNG key and buffer).
+"""
+
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+import typing
+from typing import Any, Dict, List, Optional, Tuple
+
+import jax
+import numpy as np
+
+from rlax_inf.agents import checkpointing
+from rlax_inf.agents import training
+
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.jsonl"
+PLOT_FILE = "learning_curves.png"
+
+
+class UsageError(ValueError):
+  """A bad choice or value from the user: the CLI prints it in one line, exit code 2."""
+
+
+class NonFiniteError(RuntimeError):
+  """A loss became NaN or inf: training stops, the last good checkpoint is kept."""
+
+
+# --- configs ---------------------------------------------------------------
+
+def config_keys(agent: str) -> Dict[str, Tuple[str, Any]]:
+  """{key: (which config, field)} of every settable key for `agent`."""
+  out = {}
+  for which, cls in (("train", training.TrainConfig),
+                     ("agent", type(training.AGENTS[agent].config))):
+    for f in dataclasses.fields(cls):
+      out[f.name] = (which, f)
+  return out
+
+
+def _parse_value(field: dataclasses.Field, cls, text: str):
+  hint = typing.get_type_hints(cls)[field.name]
+  args = typing.get_args(hint)
+  if typing.get_origin(hint) is typing.Union and type(None) in args:
+    if text.lower() in ("none", "null", ""):
+      return None
+    hint = next(a for a in args if a is not type(None))
+  if hint is bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+      return True
+    if text.lower() in ("0", "false", "no", "off"):
+      return False
+    raise ValueError(f"expected true/false, got {text!r}")
+  if typing.get_origin(hint) is tuple:
+    return tuple(int(x) for x in text.replace("x", ",").split(",") if x)
+  if hint is int:
+    return int(float(text)) if "e" in text.lower() else int(text)
+  return hint(text)
+
+
+def make_configs(agent: str, overrides: Dict[str, str],
+                 **train_fields) -> Tuple[training.TrainConfig, Any]:
+  """TrainConfig and agent config from CLI fields and `--set key=value` strings.
+
+  Raises:
+    UsageError: unknown agent, unknown key or a value of the wrong type.
+  """
+  if agent not in training.AGENTS:
+    raise UsageError(f"unknown agent {agent!r}; valid agents: {', '.join(training.AGENTS)}")
+  keys = config_keys(agent)
+  train_kw, agent_kw = dict(train_fields), {}
+  for key, text in overrides.items():
+    if key not in keys:
+      raise UsageError(f"unknown config key {key!r}; valid keys: {', '.join(sorted(keys))}")
+    which, field = keys[key]
+    cls = training.TrainConfig if which == "train" else type(training.AGENTS[agent].config)
+    try:
+      value = _parse_value(field, cls, text)
+    except (ValueError, TypeError) as e:
+      raise UsageError(f"bad value for {key}: {text!r} ({e})") from None
+    (train_kw if which == "train" else agent_kw)[key] = value
+  try:
+    train_cfg = training.TrainConfig(**train_kw)
+    agent_cfg = dataclasses.replace(training.AGENTS[agent].config, **agent_kw)
+  except ValueError as e:
+    raise UsageError(str(e)) from None
+  return train_cfg, agent_cfg
+
+
+def save_config(out: str, agent: str, train_cfg, agent_cfg) -> None:
+  with open(os.path.join(out, CONFIG_FILE), "w") as f:
+    json.dump(dict(agent=agent, train=dataclasses.asdict(train_cfg),
+                   agent_config=dataclasses.asdict(agent_cfg),
+                   jax_version=jax.__version__), f, indent=2)
+
+
+def load_config(out: str) -> Tuple[str, training.TrainConfig, Any]:
+  path = os.path.join(out, CONFIG_FILE)
+  if not os.path.exists(path):
+    raise UsageError(f"{out!r} is not a run directory (no {CONFIG_FILE})")
+  with open(path) as f:
+    d = json.load(f)
+  agent = d["agent"]
+  agent_cfg = dict(d["agent_config"])
+  agent_cfg["hidden"] = tuple(agent_cfg["hidden"])
+  return (agent, training.TrainConfig(**d["train"]),
+          type(training.AGENTS[agent].config)(**agent_cfg))
+
+
+def validate_env(train_cfg: training.TrainConfig):
+  """Build the env, turning unknown names / backends into a one-line UsageError."""
+  try:
+    env = training.make_env(train_cfg)
+  except ValueError as e:
+    raise UsageError(str(e)) from None
+  if env.discrete:
+    raise UsageError(f"environment {train_cfg.env!r} has discrete actions; SAC needs a "
+                     "continuous one (e.g. pendulum, inverted_pendulum)")
+  return env
+
+
+# --- metrics ---------------------------------------------------------------
+
+def read_metrics(out: str) -> List[Dict[str, Any]]:
+  path = os.path.join(out, METRICS_FILE)
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def _rows(metrics: Dict[str, np.ndarray], ts_host, seeds, evaluation, wall_s, sps):
+  rows = []
+  for i, seed in enumerate(seeds):
+    row = dict(step=int(ts_host["env_steps"][i]), seed=int(seed), evaluation=evaluation,
+               wall_s=round(wall_s, 3), env_steps_per_s=round(sps, 1))
+    row.update({k: float(v[i]) for k, v in sorted(metrics.items())})
+    rows.append(row)
+  return rows
+
+
+def _check_finite(metrics: Dict[str, np.ndarray], step: int) -> None:
+  bad = [k for k, v in metrics.items() if not np.all(np.isfinite(v))]
+  if bad:
+    values = ", ".join(f"{k}={metrics[k].tolist()}" for k in bad)
+    raise NonFiniteError(f"non-finite values after env step {step} ({values})")
+
+
+# --- the run ---------------------------------------------------------------
+
+def train_run(out: str, agent: str, train_cfg: training.TrainConfig, agent_cfg: Any,
+              resume: bool = False, progress: bool = True, plot: bool = True,
+              desc: Optional[str] = None) -> Dict[str, Any]:
+  """Train into directory `out`, resuming from its latest checkpoint if `resume`.
+
+  Returns:
+    A summary dict: agent, env, seeds, step, final eval returns per seed, wall_s.
+
+  Raises:
+    UsageError: `out` holds a run and `resume` is False (never overwritten);
+      `resume` with nothing to resume is allowed (starts fresh).
+    NonFiniteError: a loss became non-finite (no checkpoint is written after it).
+  """
+  exists = os.path.exists(os.path.join(out, CONFIG_FILE))
+  if exists and not resume:
+    raise UsageError(f"{out!r} already holds a run; pass --resume to continue it or "
+                     "choose another --out")
+  if exists:
+    agent, train_cfg, agent_cfg = load_config(out)
+  env = validate_env(train_cfg)
+  os.makedirs(out, exist_ok=True)
+  if not exists:
+    save_config(out, agent, train_cfg, agent_cfg)
+  trainer = training.Trainer(train_cfg, agent_cfg, agent, env)
+  sch = trainer.schedule
+  mngr = checkpointing.manager(os.path.join(out, "checkpoints"))
+  seeds = [train_cfg.seed + i for i in range(train_cfg.num_seeds)]
+
+  rows = read_metrics(out)
+  wall0 = 0.0
+  if resume and mngr.latest_step() is not None:
+    ts, done = checkpointing.restore(mngr, trainer.abstract_state())
+    rows = [r for r in rows if r["evaluation"] <= done]
+    wall0 = max([r["wall_s"] for r in rows], default=0.0)
+  else:
+    ts, done, rows = None, 0, []
+  is_main = jax.process_index() == 0
+  if is_main:
+    with open(os.path.join(out, METRICS_FILE), "w") as f:
+      f.writelines(json.dumps(r) + "\n" for r in rows)
+
+  start = time.time()
+  if ts is None:
+    ts = trainer.init(trainer.seed_keys())
+  total = (sch.prefill_vector_steps + sch.num_intervals * sch.interval_vector_steps) * (
+      train_cfg.num_envs)
+  bar = None
+  if progress and is_main:
+    from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+    bar = tqdm(total=total, initial=(sch.prefill_vector_steps + done * sch.interval_vector_steps)
+               * train_cfg.num_envs, unit="step", desc=desc or f"{agent} {train_cfg.env}",
+               dynamic_ncols=True, file=sys.stderr)
+  interval_steps = sch.interval_vector_steps * train_cfg.num_envs
+  last = None
+  for evaluation in range(done + 1, sch.num_intervals + 1):
+    t0 = time.time()
+    ts, metrics = trainer.run_interval(ts)
+    metrics = training.to_host(metrics)
+    host_ts = training.to_host(dict(env_steps=ts.env_steps))
+    dt = time.time() - t0
+    step = int(host_ts["env_steps"][0])
+    _check_finite(metrics, step)
+    sps = interval_steps * train_cfg.num_seeds / dt
+    new_rows = _rows(metrics, host_ts, seeds, evaluation, wall0 + time.time() - start, sps)
+    if is_main:
+      with open(os.path.join(out, METRICS_FILE), "a") as f:
+        f.writelines(json.dumps(r) + "\n" for r in new_rows)
+    if evaluation % train_cfg.checkpoint_every == 0 or evaluation == sch.num_intervals:
+      checkpointing.save(mngr, evaluation, ts)
+    last = metrics
+    if bar is not None:
+      ret = metrics["eval_return"]
+      bar.set_postfix_str(f"{sps:,.0f} env steps/s  eval return {np.mean(ret):.1f} ± "
+                          f"{np.std(ret):.1f}  α {np.mean(metrics['temperature']):.3f}")
+      bar.update(interval_steps)
+  if bar is not None:
+    bar.close()
+  mngr.close()
+  if plot and is_main:
+    from rlax_inf.agents import plotting  # pylint: disable=g-import-not-at-top
+    plotting.plot_runs([out], os.path.join(out, PLOT_FILE))
+  final = read_metrics(out)
+  last_eval = max(r["evaluation"] for r in final) if final else 0
+  returns = [r["eval_return"] for r in final if r["evaluation"] == last_eval]
+  return dict(agent=agent, env=train_cfg.env, seeds=seeds,
+              step=max((r["step"] for r in final), default=0), final_returns=returns,
+              wall_s=max((r["wall_s"] for r in final), default=0.0))
+
+
+def evaluate_run(out: str) -> List[Dict[str, Any]]:
+  """Evaluate the latest checkpoint of the run in `out` (fresh eval keys), per seed."""
+  agent, train_cfg, agent_cfg = load_config(out)
+  env = validate_env(train_cfg)
+  trainer = training.Trainer(train_cfg, agent_cfg, agent, env)
+  mngr = checkpointing.manager(os.path.join(out, "checkpoints"))
+  if mngr.latest_step() is None:
+    raise UsageError(f"{out!r} has no checkpoint to evaluate")
+  ts, step = checkpointing.restore(mngr, trainer.abstract_state())
+  keys = jax.vmap(lambda k: jax.random.fold_in(k, 0x5EED))(ts.key)
+  metrics = training.to_host(trainer.evaluate(ts.agent, keys))
+  steps = training.to_host(ts.env_steps)
+  return [dict(seed=train_cfg.seed + i, step=int(steps[i]),
+               **{k: float(v[i]) for k, v in metrics.items()})
+          for i in range(train_cfg.num_seeds)]
