@@ -17,6 +17,14 @@ from rlax_inf.estimators import elbo
 from rlax_inf.estimators import iwae_bound
 from rlax_inf.estimators import snis_weights
 from rlax_inf.estimators import trajectory_log_weights
+from rlax_inf.messages import backward_messages
+from rlax_inf.messages import forward_messages
+from rlax_inf.messages import log_partition
+from rlax_inf.messages import policy_evaluation
+from rlax_inf.messages import soft_value_iteration
+from rlax_inf.messages import state_action_marginals
+from rlax_inf.messages import validate_mdp
+from rlax_inf.messages import value_iteration
 from rlax_inf.policy_losses import forward_kl_loss
 from rlax_inf.policy_losses import reverse_kl_loss
 from rlax_inf.values import boltzmann_log_policy
