@@ -18,7 +18,6 @@ from rlax_inf import values
 
 Q = jnp.array([1.0, 2.0, -0.5, 0.4, 0.0])
 LOG_PRIOR = jax.nn.log_softmax(jnp.array([0.0, 0.5, -0.2, 0.1, -1.0]))
-VARIANTS = [pytest.param(lambda f: f, id="nojit"), pytest.param(jax.jit, id="jit")]
 
 
 def _minimise_over_logits(loss_fn, num_actions=5, steps=2000, lr=0.5):
@@ -42,11 +41,6 @@ def test_each_exact_loss_is_minimised_by_the_boltzmann_target(tau, use_prior):
       # MPO's M-step on all actions, weighted by the E-step target.
       "mpo_m": lambda lp: pl.mpo_m_step_loss(lp, jnp.exp(target)),
   }
-  if use_prior:  # stable EM: the prior is the previous policy
-    losses["stable_em"] = lambda lp: pl.categorical_reverse_kl_loss(lp, Q, tau, LOG_PRIOR)
-  else:  # VIREL's E-step at ε_ω = τ
-    losses["virel"] = lambda lp: pl.virel_actor_loss(lp, Q, tau) * 0 + \
-        pl.categorical_reverse_kl_loss(lp, Q, tau)
   results = jax.jit(lambda: {k: _minimise_over_logits(f) for k, f in losses.items()})()
   for name, log_pi in results.items():
     np.testing.assert_allclose(jnp.exp(log_pi), jnp.exp(target), atol=2e-3, err_msg=name)
@@ -68,10 +62,10 @@ def test_sample_losses_are_stationary_at_the_target():
   g = jax.grad(lambda lp: pl.reverse_kl_score_loss(lp, Q[actions], tau, LOG_PRIOR[actions]))(
       target[actions])
   np.testing.assert_allclose(g, 0.0, atol=1e-6)
-  # Stable EM with π_old: the target is π_old exp(Q/τ) normalised.
+  # Stable EM with π_old = p*: the next policy π_old exp(Q/τ) is stationary too.
   em = values.boltzmann_log_policy(Q, tau, target)
-  g = jax.grad(lambda lp: pl.stable_em_loss(lp, Q[actions], target[actions], tau) * 0
-               + pl.reverse_kl_score_loss(lp, Q[actions], tau, target[actions]))(em[actions])
+  g = jax.grad(lambda lp: pl.reverse_kl_score_loss(lp, Q[actions], tau, target[actions]))(
+      em[actions])
   np.testing.assert_allclose(g, 0.0, atol=1e-5)
 
 
@@ -124,35 +118,37 @@ def _random_mpo_inputs(key, batch=6, n=8):
   return log_pi, q, temperature, kl_mean, kl_cov, alpha_mean, alpha_cov
 
 
-@functools.lru_cache(maxsize=None)
-def _jit_value_and_grad(fn, argnums):
-  return jax.jit(jax.value_and_grad(fn, argnums, has_aux=True))
+EPS, EPS_MEAN, EPS_COV = 0.1, 0.01, 0.002
+
+
+def _ours_mpo(log_pi, q, temperature, kl_mean, kl_cov, alpha_mean, alpha_cov):
+  def one(lp, qq, km, kc):
+    return pl.mpo_loss(lp, qq, temperature, EPS,
+                       ((km, alpha_mean, EPS_MEAN), (kc, alpha_cov, EPS_COV)))
+  loss, extra = jax.vmap(one)(log_pi, q, kl_mean, kl_cov)
+  return jnp.sum(loss), extra
+
+
+def _rlax_mpo(log_pi, q, temperature, kl_mean, kl_cov, alpha_mean, alpha_cov):
+  loss, extra = rlax.mpo_loss(
+      log_pi.T, q.T,
+      rlax.LagrangePenalty(temperature, jnp.asarray(EPS)),
+      [(kl_mean, rlax.LagrangePenalty(alpha_mean, jnp.asarray(EPS_MEAN))),
+       (kl_cov, rlax.LagrangePenalty(alpha_cov[None], jnp.asarray(EPS_COV), True))],
+      sample_axis=0)
+  return jnp.sum(loss), extra
+
+
+_OURS_VG = jax.jit(jax.value_and_grad(_ours_mpo, tuple(range(7)), has_aux=True))
+_RLAX_VG = jax.jit(jax.value_and_grad(_rlax_mpo, tuple(range(7)), has_aux=True))
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_mpo_matches_rlax_values_and_gradients(seed):
-  eps, eps_mean, eps_cov = 0.1, 0.01, 0.002
+  eps = EPS
   inputs = _random_mpo_inputs(jax.random.PRNGKey(seed))
-
-  def ours(log_pi, q, temperature, kl_mean, kl_cov, alpha_mean, alpha_cov):
-    def one(lp, qq, km, kc):
-      return pl.mpo_loss(lp, qq, temperature, eps,
-                         ((km, alpha_mean, eps_mean), (kc, alpha_cov, eps_cov)))
-    loss, extra = jax.vmap(one)(log_pi, q, kl_mean, kl_cov)
-    return jnp.sum(loss), extra
-
-  def theirs(log_pi, q, temperature, kl_mean, kl_cov, alpha_mean, alpha_cov):
-    loss, extra = rlax.mpo_loss(
-        log_pi.T, q.T,
-        rlax.LagrangePenalty(temperature, jnp.asarray(eps)),
-        [(kl_mean, rlax.LagrangePenalty(alpha_mean, jnp.asarray(eps_mean))),
-         (kl_cov, rlax.LagrangePenalty(alpha_cov[None], jnp.asarray(eps_cov), True))],
-        sample_axis=0)
-    return jnp.sum(loss), extra
-
-  argnums = tuple(range(7))
-  (v1, e1), g1 = _jit_value_and_grad(ours, argnums)(*inputs)
-  (v2, e2), g2 = _jit_value_and_grad(theirs, argnums)(*inputs)
+  (v1, e1), g1 = _OURS_VG(*inputs)
+  (v2, e2), g2 = _RLAX_VG(*inputs)
   np.testing.assert_allclose(v1, v2, rtol=1e-5)
   np.testing.assert_allclose(e1.weights, e2.normalized_weights.T, rtol=1e-5, atol=1e-7)
   np.testing.assert_allclose(e1.temperature_loss, e2.temperature_loss, rtol=1e-5)
@@ -208,38 +204,44 @@ def test_mpo_e_step_hard_limit():
 # -------------------------------------------------------------- gradient flow
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
-def test_weights_are_stop_gradient_where_the_papers_say(variant):
+def _jgrad(fn, argnums=0):
+  return jax.jit(jax.grad(fn, argnums))
+
+
+def test_weights_are_stop_gradient_where_the_papers_say():
   log_pi = jax.nn.log_softmax(jnp.array([0.1, 0.4, -0.2, 0.0, 0.3]))
-  tau = 0.6
-  fkl = variant(pl.forward_kl_loss)
-  g_q, g_tau, g_prior = jax.grad(fkl, argnums=(1, 2, 3))(log_pi, Q, tau, LOG_PRIOR)
+  tau = jnp.float32(0.6)
+  g_lp, g_q, g_tau, g_prior = _jgrad(pl.forward_kl_loss, (0, 1, 2, 3))(log_pi, Q, tau, LOG_PRIOR)
   np.testing.assert_allclose(g_q, 0.0)
   np.testing.assert_allclose(g_prior, 0.0)
   assert g_tau == 0.0
   w = jax.nn.softmax(Q / tau + LOG_PRIOR - log_pi)
-  np.testing.assert_allclose(jax.grad(fkl)(log_pi, Q, tau, LOG_PRIOR), -w, rtol=1e-5)
+  np.testing.assert_allclose(g_lp, -w, rtol=1e-5)
   # Trajectory and marginal FKL: rewards and state weights get no gradient.
   lp_t, r_t = jnp.stack([log_pi, log_pi[::-1]]), jnp.stack([Q, Q[::-1] + 1.0])
-  np.testing.assert_allclose(
-      jax.grad(variant(pl.trajectory_forward_kl_loss), argnums=1)(lp_t, r_t, tau), 0.0)
-  g_y = jax.grad(variant(pl.marginal_forward_kl_loss), argnums=5)(
-      lp_t, r_t, tau, None, None, jnp.array([0.3, -0.2]))
+  np.testing.assert_allclose(_jgrad(pl.trajectory_forward_kl_loss, 1)(lp_t, r_t, tau), 0.0)
+  g_y = _jgrad(lambda y: pl.marginal_forward_kl_loss(lp_t, r_t, tau, log_state_weights=y))(
+      jnp.array([0.3, -0.2]))
   np.testing.assert_allclose(g_y, 0.0)
   # MPO's M-step weights.
   np.testing.assert_allclose(
-      jax.grad(lambda qq: pl.mpo_loss(log_pi, qq, jnp.float32(1.0), 0.1)[1].policy_loss)(Q), 0.0)
+      _jgrad(lambda qq: pl.mpo_loss(log_pi, qq, jnp.float32(1.0), 0.1)[1].policy_loss)(Q), 0.0)
   # Temperatures: the policy gets no gradient from α's loss.
   np.testing.assert_allclose(
-      jax.grad(variant(pl.entropy_temperature_loss), argnums=1)(jnp.float32(0.2), log_pi, -1.0), 0.0)
+      _jgrad(pl.entropy_temperature_loss, 1)(jnp.float32(0.2), log_pi, -1.0), 0.0)
   # Score-function RKL: Q gets no gradient, and the value is the loss estimate.
-  np.testing.assert_allclose(jax.grad(pl.reverse_kl_score_loss, argnums=1)(log_pi, Q, tau), 0.0)
+  np.testing.assert_allclose(_jgrad(pl.reverse_kl_score_loss, 1)(log_pi, Q, tau), 0.0)
   np.testing.assert_allclose(pl.reverse_kl_score_loss(log_pi, Q, tau),
                              pl.reverse_kl_loss(log_pi, Q, tau), rtol=1e-6)
-  # Pathwise RKL: both arguments carry the gradient.
-  g_lp, g_q = jax.grad(pl.reverse_kl_loss, argnums=(0, 1))(log_pi, Q, tau)
-  np.testing.assert_allclose(g_lp, tau / 5, rtol=1e-6)
-  np.testing.assert_allclose(g_q, -1.0 / 5, rtol=1e-6)
+
+
+@pytest.mark.parametrize("variant", [pytest.param(lambda f: f, id="nojit"),
+                                     pytest.param(jax.jit, id="jit")])
+def test_pathwise_rkl_gradient_flows_through_both_arguments(variant):
+  log_pi = jnp.log(jnp.array([0.1, 0.2, 0.3, 0.4]))
+  g_lp, g_q = variant(jax.grad(pl.reverse_kl_loss, argnums=(0, 1)))(log_pi, Q[:4], 0.6)
+  np.testing.assert_allclose(g_lp, 0.6 / 4, rtol=1e-6)
+  np.testing.assert_allclose(g_q, -1.0 / 4, rtol=1e-6)
 
 
 def test_trajectory_and_marginal_fkl_weights():
@@ -247,15 +249,12 @@ def test_trajectory_and_marginal_fkl_weights():
   lp = jax.nn.log_softmax(jnp.arange(6.0).reshape(3, 2), axis=0) - 1.0  # [M=3, T=2]
   r = jnp.array([[1.0, 0.0], [0.5, 0.5], [-1.0, 2.0]])
   log_prior = jnp.full((3, 2), -0.7)
-  w = -jax.grad(lambda x: pl.trajectory_forward_kl_loss(
-      jnp.broadcast_to(x[:, None], (3, 2)) / 2, r, tau, log_prior))(jnp.zeros(3))
   want = jax.nn.softmax(jnp.sum(r, 1) / tau + jnp.sum(log_prior - lp, 1))
   # d/dx of −Σ_i w_i Σ_t x_i/2 = −w (log-probs enter only through the argument).
-  np.testing.assert_allclose(
-      -jax.grad(lambda x: pl.trajectory_forward_kl_loss(
-          jnp.broadcast_to(x[:, None], (3, 2)) / 2, r, tau, log_prior,
-          log_proposal_t=lp))(jnp.zeros(3)), want, rtol=1e-5)
-  del w
+  got = -_jgrad(lambda x: pl.trajectory_forward_kl_loss(
+      jnp.broadcast_to(x[:, None], (3, 2)) / 2, r, tau, log_prior,
+      log_proposal_t=lp))(jnp.zeros(3))
+  np.testing.assert_allclose(got, want, rtol=1e-5)
   # Marginal: uniform ȳ is the mean of per-state losses; ȳ weights otherwise.
   q = jnp.array([[1.0, 2.0, 0.0], [0.0, -1.0, 3.0]])
   log_pi = jnp.log(jnp.array([[0.2, 0.3, 0.5], [0.6, 0.3, 0.1]]))
@@ -333,14 +332,11 @@ def test_stable_em_and_swap_prior():
 # ------------------------------------------------------------------- extremes
 
 
-@pytest.mark.parametrize("tau", [0.0, 1e-6, 1.0, 1e6])
-@pytest.mark.parametrize("scale", [1.0, 1e6])
-def test_no_nan_at_extremes(tau, scale):
-  q = scale * jnp.array([0.5, -1.0, 0.3, 0.9])
-  log_pi = jnp.log(jnp.array([0.1, 0.2, 0.3, 0.4]))
+@jax.jit
+def _all_losses_and_grads(log_pi, q, tau):
+  """Every loss with its gradients, one compile for all (τ, scale) cases."""
   log_prior = jnp.array([-1.0, -jnp.inf, -0.5, -2.0])
-  cat_log_pi = jnp.array([-jnp.inf, -0.5, -1.0, -jnp.inf])
-  cat_log_pi = jax.nn.log_softmax(cat_log_pi)
+  cat_log_pi = jax.nn.log_softmax(jnp.array([-jnp.inf, -0.5, -1.0, -jnp.inf]))
   fns = {
       "rkl": lambda lp, qq: pl.reverse_kl_loss(lp, qq, tau),
       "rkl_score": lambda lp, qq: pl.reverse_kl_score_loss(lp, qq, tau),
@@ -350,12 +346,19 @@ def test_no_nan_at_extremes(tau, scale):
       "traj_fkl": lambda lp, qq: pl.trajectory_forward_kl_loss(lp[None].T, qq[None].T, tau),
       "marg_fkl": lambda lp, qq: pl.marginal_forward_kl_loss(lp[None], qq[None], tau),
       "kl_pg": lambda lp, qq: pl.kl_regularized_pg_loss(lp, jnp.exp(lp), qq, jnp.ones(4), tau),
-      "stable_em": lambda lp, qq: pl.stable_em_loss(lp, qq, log_pi[::-1], tau),
-      "mpo": lambda lp, qq: pl.mpo_loss(lp, qq, jnp.float32(tau), 0.1)[0],
+      "stable_em": lambda lp, qq: pl.stable_em_loss(lp, qq, lp[::-1], tau),
+      "mpo": lambda lp, qq: pl.mpo_loss(lp, qq, tau, 0.1)[0],
       "virel": lambda lp, qq: pl.virel_actor_loss(lp, qq, tau),
   }
-  for name, fn in fns.items():
-    value, grads = jax.jit(jax.value_and_grad(fn, argnums=(0, 1)))(log_pi, q)
+  return {name: jax.value_and_grad(fn, argnums=(0, 1))(log_pi, q) for name, fn in fns.items()}
+
+
+@pytest.mark.parametrize("tau", [0.0, 1e-6, 1.0, 1e6])
+@pytest.mark.parametrize("scale", [1.0, 1e6])
+def test_no_nan_at_extremes(tau, scale):
+  q = scale * jnp.array([0.5, -1.0, 0.3, 0.9])
+  log_pi = jnp.log(jnp.array([0.1, 0.2, 0.3, 0.4]))
+  for name, (value, grads) in _all_losses_and_grads(log_pi, q, jnp.float32(tau)).items():
     assert np.isfinite(value), name
     assert all(np.all(np.isfinite(g)) for g in grads), name
 
