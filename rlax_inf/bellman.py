@@ -173,17 +173,18 @@ def soft_lambda_returns(
   chex.assert_rank(lambda_, {0, 1})
   lambda_ = jnp.ones_like(discount_t) * lambda_
 
+  # G[T−1] = r + γ v: seed the scan with v[T−1] and drop the last regulariser
+  # (the return bootstraps there), so one scan covers every step.
+  last = jnp.arange(r_t.shape[0]) == r_t.shape[0] - 1
+  reg = jnp.where(last, 0.0, regularizer_t)
+
   def body(g_next, xs):
     r, discount, v, reg, lam = xs
     g = r + discount * ((1.0 - lam) * v + lam * (g_next - reg))
     return g, g
 
-  g_last = r_t[-1] + discount_t[-1] * v_t[-1]
-  _, returns = jax.lax.scan(
-      body, g_last,
-      (r_t[:-1], discount_t[:-1], v_t[:-1], regularizer_t[:-1], lambda_[:-1]),
-      reverse=True)
-  returns = jnp.concatenate([returns, g_last[None]])
+  _, returns = jax.lax.scan(body, v_t[-1], (r_t, discount_t, v_t, reg, lambda_),
+                            reverse=True)
   return _maybe_stop(returns, stop_target_gradients)
 
 
@@ -289,16 +290,16 @@ def soft_retrace_targets(
   log_rho = take(log_pi_t, a_t) - log_mu_t
   c_t = lambda_ * jnp.exp(jnp.minimum(0.0, log_rho))
 
+  # Seeding the scan with V_π[T−1] and a zero last trace gives G[T−1] = r + γ V_π.
+  last = jnp.arange(r_t.shape[0]) == r_t.shape[0] - 1
+  c_t = jnp.where(last, 0.0, c_t)
+
   def body(g_next, xs):
     r, discount, v, c, q_a = xs
     g = r + discount * (v + c * (g_next - q_a))
     return g, g
 
-  g_last = r_t[-1] + discount_t[-1] * v_t[-1]
-  _, returns = jax.lax.scan(
-      body, g_last,
-      (r_t[:-1], discount_t[:-1], v_t[:-1], c_t[:-1], q_a_t[:-1]), reverse=True)
-  returns = jnp.concatenate([returns, g_last[None]])
+  _, returns = jax.lax.scan(body, v_t[-1], (r_t, discount_t, v_t, c_t, q_a_t), reverse=True)
   return _maybe_stop(returns, stop_target_gradients)
 
 

@@ -269,11 +269,14 @@ def _prior_weights(transitions, log_prior):
 
 def _scaled_forward(rewards, transitions, initial, horizon, tau, log_prior):
   """τ log α_t(s), α_t(s) = p(s_t = s, O_{1:t−1}); [T, S]."""
-  weights = _prior_weights(transitions, log_prior)
+  num_states = rewards.shape[0]
+  # [S', S·A]: each next state's incoming weights are contiguous, so the
+  # reduction over (s, a) runs along the minor axis. Transposed once, not per step.
+  weights = _prior_weights(transitions, log_prior).reshape(-1, num_states).T
 
   def step(alpha, _):
-    x = (alpha[:, None] + rewards)[:, :, None]
-    nxt = _soft_contract(weights, x, tau, axis=(0, 1))
+    x = (alpha[:, None] + rewards).reshape(1, -1)
+    nxt = _soft_contract(weights, x, tau, axis=-1)
     return nxt, alpha
 
   alpha0 = _scaled_log(initial, tau)

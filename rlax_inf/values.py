@@ -14,6 +14,7 @@ from typing import Optional
 import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Array = chex.Array
 Numeric = chex.Numeric
@@ -21,6 +22,18 @@ Numeric = chex.Numeric
 
 def _as_float(x, dtype) -> Array:
   return jnp.asarray(x, dtype=dtype)
+
+
+def select_by_temperature(temperature, soft_fn, hard_fn):
+  """`soft_fn()` where τ > 0, `hard_fn()` where τ = 0.
+
+  A Python-number τ picks one branch at trace time (no wasted work in the
+  compiled program); a traced τ computes both and selects, so it can be
+  learned or vmapped.
+  """
+  if isinstance(temperature, (int, float, np.integer, np.floating)):
+    return soft_fn() if temperature > 0 else hard_fn()
+  return jnp.where(temperature > 0, soft_fn(), hard_fn())
 
 
 def _safe_temperature(temperature: Array) -> Array:
@@ -90,8 +103,10 @@ def soft_value(
   _check(q, log_prior, mask)
   tau = _as_float(temperature, q.dtype)
   _, q_max, z = _shifted_logits(q, tau, log_prior, mask)
-  soft = jax.lax.stop_gradient(q_max) + tau * jax.nn.logsumexp(z)
-  return jnp.where(tau > 0, soft, q_max)
+  return select_by_temperature(
+      temperature,
+      lambda: jax.lax.stop_gradient(q_max) + tau * jax.nn.logsumexp(z),
+      lambda: q_max)
 
 
 def boltzmann_log_policy(
@@ -119,10 +134,13 @@ def boltzmann_log_policy(
   _check(q, log_prior, mask)
   tau = _as_float(temperature, q.dtype)
   valid, q_max, z = _shifted_logits(q, tau, log_prior, mask)
-  soft = jnp.where(valid, jax.nn.log_softmax(z), -jnp.inf)
-  is_max = valid & (q == q_max)
-  hard = jnp.where(is_max, -jnp.log(jnp.sum(is_max).astype(q.dtype)), -jnp.inf)
-  return jnp.where(tau > 0, soft, hard)
+
+  def hard():
+    is_max = valid & (q == q_max)
+    return jnp.where(is_max, -jnp.log(jnp.sum(is_max).astype(q.dtype)), -jnp.inf)
+
+  return select_by_temperature(
+      temperature, lambda: jnp.where(valid, jax.nn.log_softmax(z), -jnp.inf), hard)
 
 
 def _xlogy_terms(log_p: Array, values: Array) -> Array:
@@ -162,7 +180,7 @@ def regularized_value(
   lp = 0.0 if log_prior is None else log_prior
   penalty = safe_log_pi - lp
   # τ · penalty is 0 at τ = 0 even where the prior excludes the action.
-  reg = jnp.where(tau > 0, tau * penalty, 0.0)
+  reg = select_by_temperature(temperature, lambda: tau * penalty, lambda: 0.0)
   return _xlogy_terms(log_pi, q - reg)
 
 

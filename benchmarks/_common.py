@@ -1,0 +1,73 @@
+"""Shared helpers for benchmark scripts: timing and machine description."""
+
+import json
+import os
+import platform
+import shlex
+import statistics
+import sys
+import time
+from typing import Callable, Dict, List
+
+import jax
+
+
+def machine() -> Dict[str, str]:
+  """A description of the machine the benchmark ran on."""
+  cpu = platform.processor() or platform.machine()
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("model name"):
+          cpu = line.split(":", 1)[1].strip()
+          break
+  except OSError:
+    pass
+  dev = jax.devices()[0]
+  return {
+      "cpu": cpu,
+      "cores": str(os.cpu_count()),
+      "jax": jax.__version__,
+      "backend": jax.default_backend(),
+      "device": getattr(dev, "device_kind", str(dev)),
+      "python": platform.python_version(),
+  }
+
+
+def command() -> str:
+  """The command line that ran this script."""
+  return " ".join(["python -m " + sys.modules["__main__"].__spec__.name
+                   if getattr(sys.modules["__main__"], "__spec__", None) else sys.argv[0]]
+                  + [shlex.quote(a) for a in sys.argv[1:]])
+
+
+def time_interleaved(fns: Dict[str, Callable[[], object]], repeats: int = 20,
+                     warmup: int = 2) -> Dict[str, Dict[str, float]]:
+  """Times zero-argument jitted callables, interleaving them run by run.
+
+  Interleaving makes ratios robust to load that drifts during the run. Each
+  call is followed by `block_until_ready`.
+
+  Returns:
+    name -> {"median_s", "min_s"} over `repeats` runs.
+  """
+  for fn in fns.values():
+    for _ in range(warmup):
+      jax.block_until_ready(fn())
+  samples: Dict[str, List[float]] = {k: [] for k in fns}
+  for _ in range(repeats):
+    for name, fn in fns.items():
+      t0 = time.perf_counter()
+      jax.block_until_ready(fn())
+      samples[name].append(time.perf_counter() - t0)
+  return {k: {"median_s": statistics.median(v), "min_s": min(v)} for k, v in samples.items()}
+
+
+def write_results(name: str, payload: dict, markdown: str) -> None:
+  """Writes benchmarks/results/{name}.json and .md."""
+  out = os.path.join(os.path.dirname(__file__), "results")
+  os.makedirs(out, exist_ok=True)
+  with open(os.path.join(out, f"{name}.json"), "w") as f:
+    json.dump(payload, f, indent=2)
+  with open(os.path.join(out, f"{name}.md"), "w") as f:
+    f.write(markdown)
