@@ -1,0 +1,120 @@
+"""`rlax-inf` CLI: bad input, a short training run, eval/plot, kill-and-resume equality."""
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from rlax_inf.agents import cli
+
+
+def _one_line_error(capsys, argv, *needles):
+  code = cli.main(argv)
+  err = capsys.readouterr().err.strip()
+  assert code == 2, err
+  assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+  for n in needles:
+    assert n in err, (n, err)
+  return err
+
+
+@pytest.mark.parametrize("argv, needles", [
+    (["--agent", "ppo", "--env", "pendulum"], ["'ppo'", "sac", "sac-fkl"]),
+    (["--env", "nowhere"], ["'nowhere'", "pendulum", "inverted_pendulum"]),
+    (["--env", "inverted_pendulum", "--backend", "warp9"], ["'warp9'", "generalized", "positional"]),
+    (["--env", "pendulum", "--set", "learning_rate=1"], ["'learning_rate'", "actor_lr", "batch_size"]),
+    (["--env", "pendulum", "--set", "batch_size=big"], ["batch_size", "'big'"]),
+    (["--env", "cartpole"], ["discrete", "cartpole"]),
+])
+def test_bad_input_exits_2_with_one_line(capsys, tmp_path, argv, needles):
+  _one_line_error(capsys, ["train", "--out", str(tmp_path / "run"), *argv], *needles)
+  assert not os.path.exists(tmp_path / "run" / "config.json")
+
+
+def test_unknown_subcommand_and_eval_of_non_run(capsys, tmp_path):
+  with pytest.raises(SystemExit) as e:
+    cli.main(["fly"])
+  assert e.value.code == 2
+  assert len(capsys.readouterr().err.strip().splitlines()) == 1
+  _one_line_error(capsys, ["eval", str(tmp_path)], "not a run directory")
+
+
+def _train(tiny, out, *extra, cache, check=True, popen=None):
+  cmd = tiny.cmd("train", "--agent", "sac", "--env", "pendulum", "--seeds", "2",
+                 "--out", str(out), "--no-progress", *sum((["--set", s] for s in tiny.sets), []),
+                 *extra)
+  if popen:
+    return subprocess.Popen(cmd, env=tiny.env(cache), **popen)
+  res = subprocess.run(cmd, env=tiny.env(cache), capture_output=True, text=True, timeout=600)
+  if check:
+    assert res.returncode == 0, res.stderr[-3000:]
+  return res
+
+
+def _final_state(out):
+  ckpt = os.path.join(out, "checkpoints")
+  step = max(int(d) for d in os.listdir(ckpt) if d.isdigit())
+  with ocp.StandardCheckpointer() as c:
+    return step, c.restore(os.path.join(os.path.abspath(ckpt), str(step), "default"))
+
+
+def test_train_smoke_then_refuse_overwrite_eval_and_plot(tiny, compile_cache, tmp_path, capsys):
+  out = tmp_path / "run"
+  res = _train(tiny, out, "--steps", "160", cache=compile_cache)
+  assert "final eval return" in res.stdout
+  rows = [json.loads(l) for l in open(out / "metrics.jsonl")]
+  assert len(rows) == 4 * 2  # 4 evaluations × 2 seeds
+  for key in ("step", "seed", "eval_return", "wall_s", "critic_loss", "actor_loss",
+              "temperature", "eval_length_stochastic"):
+    assert all(key in r and np.isfinite(r[key]) for r in rows), key
+  assert sorted({r["seed"] for r in rows}) == [0, 1]
+  assert json.load(open(out / "config.json"))["agent"] == "sac"
+  assert os.path.getsize(out / "learning_curves.png") > 1000
+  # Existing run without --resume: refused, untouched.
+  before = open(out / "metrics.jsonl").read()
+  _one_line_error(capsys, ["train", "--env", "pendulum", "--out", str(out)], "--resume")
+  assert open(out / "metrics.jsonl").read() == before
+  assert cli.main(["plot", str(out), "--ema", "0.5", "--out", str(tmp_path / "p.png")]) == 0
+  assert os.path.getsize(tmp_path / "p.png") > 1000
+
+
+def test_non_finite_loss_stops_with_clear_message(tiny, compile_cache, tmp_path):
+  out = tmp_path / "nan"
+  res = _train(tiny, out, "--steps", "160", "--set", "init_temperature=nan",
+               cache=compile_cache, check=False)
+  assert res.returncode == 1
+  assert "non-finite" in res.stderr and "_loss=[nan" in res.stderr
+  assert "Traceback" not in res.stderr
+  assert not [d for d in os.listdir(out / "checkpoints") if d.isdigit()]
+
+
+def test_sigkill_and_resume_gives_the_same_parameters(tiny, compile_cache, tmp_path):
+  steps = ["--steps", str(32 + 12 * 32)]  # 12 evaluations, a checkpoint after each
+  ref = tmp_path / "ref"
+  _train(tiny, ref, *steps, cache=compile_cache)
+  out = tmp_path / "killed"
+  proc = _train(tiny, out, *steps, cache=compile_cache,
+                popen=dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+  deadline = time.time() + 300
+  ckpt = out / "checkpoints"
+  while time.time() < deadline:
+    done = [int(d) for d in os.listdir(ckpt) if d.isdigit()] if ckpt.exists() else []
+    if done and max(done) >= 2:
+      break
+    time.sleep(0.02)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  killed_at = max(int(d) for d in os.listdir(ckpt) if d.isdigit())
+  assert killed_at < 12, "the run finished before it could be killed"
+  _train(tiny, out, *steps, "--resume", cache=compile_cache)
+  (step_a, a), (step_b, b) = _final_state(ref), _final_state(out)
+  assert step_a == step_b == 12
+  import jax
+  jax.tree.map(np.testing.assert_array_equal, a, b)
+  rows = [json.loads(l) for l in open(out / "metrics.jsonl")]
+  assert [r["evaluation"] for r in rows] == [e for e in range(1, 13) for _ in range(2)]
