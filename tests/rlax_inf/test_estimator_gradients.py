@@ -8,6 +8,7 @@ checks use fixed seeds, vmap over seeds, and tolerances of 5 standard errors
 exact enumeration at small N).
 """
 
+import functools
 import itertools
 
 import jax
@@ -250,6 +251,7 @@ def _kl_pg_grad(theta, states, actions, long_term, baseline):
   return jax.grad(loss)(theta)
 
 
+@functools.partial(jax.jit, static_argnums=0)
 def _exact_kl_pg_grad(long_term):
   states, actions = _enumerate_trajectories(T)
   log_prior = jax.nn.log_softmax(PRIOR_LOGITS)
@@ -275,11 +277,13 @@ def _exact_kl_pg_grad(long_term):
 def test_kl_regularized_pg_is_unbiased(long_term):
   exact = _exact_kl_pg_grad(long_term)
   # Exact expectation of the estimator over all 64 trajectories.
-  states, actions = _enumerate_trajectories(T)
-  log_q = (jax.vmap(_log_p_dynamics)(states, actions)
-           + jnp.sum(jax.nn.log_softmax(THETA)[states, actions], axis=1))
-  grads = jax.jit(jax.vmap(lambda s, a: _kl_pg_grad(THETA, s, a, long_term, None)))(states, actions)
-  np.testing.assert_allclose(jnp.tensordot(jnp.exp(log_q), grads, axes=1), exact, atol=2e-5)
+  @jax.jit
+  def expected(states, actions):
+    log_q = (jax.vmap(_log_p_dynamics)(states, actions)
+             + jnp.sum(jax.nn.log_softmax(THETA)[states, actions], axis=1))
+    grads = jax.vmap(lambda s, a: _kl_pg_grad(THETA, s, a, long_term, None))(states, actions)
+    return jnp.tensordot(jnp.exp(log_q), grads, axes=1)
+  np.testing.assert_allclose(expected(*_enumerate_trajectories(T)), exact, atol=2e-5)
   # Monte Carlo over seeds, with a constant baseline (still unbiased).
   def grad_fn(th, key):
     s, a = _sample_trajectory(th, key, T)
@@ -293,13 +297,13 @@ def test_trajectory_fkl_bias_shrinks_with_m_and_mean_over_seeds_matches():
   horizon = 2
   states, actions = _enumerate_trajectories(horizon)
   log_prior = jax.nn.log_softmax(PRIOR_LOGITS)
-  log_dyn = jax.vmap(_log_p_dynamics)(states, actions)
+  log_dyn = jax.jit(jax.vmap(_log_p_dynamics))(states, actions)
   r = REWARDS[states, actions]
   # Posterior p(τ|O) ∝ p(s_1) Π π0 P exp(Σ r/τ), by enumeration.
   log_post = jax.nn.log_softmax(
       log_dyn + jnp.sum(log_prior[states, actions], 1) + jnp.sum(r, 1) / TAU)
-  exact = jax.grad(lambda th: -jnp.sum(jnp.exp(log_post) * jnp.sum(
-      jax.nn.log_softmax(th)[states, actions], 1)))(THETA)
+  exact = jax.jit(jax.grad(lambda th: -jnp.sum(jnp.exp(log_post) * jnp.sum(
+      jax.nn.log_softmax(th)[states, actions], 1))))(THETA)
 
   def grad_of(th, idx):  # idx: M trajectory indices
     return jax.grad(lambda t: policy_losses.trajectory_forward_kl_loss(
@@ -307,20 +311,24 @@ def test_trajectory_fkl_bias_shrinks_with_m_and_mean_over_seeds_matches():
         log_prior[states[idx], actions[idx]]))(th)
 
   log_q = log_dyn + jnp.sum(jax.nn.log_softmax(THETA)[states, actions], 1)
-  num = states.shape[0]
-  biases = []
-  for m in (1, 2):
-    tuples = _all_tuples(num, m)
-    w = jnp.exp(jnp.sum(log_q[tuples], 1))
-    expected = jnp.tensordot(w, jax.jit(jax.vmap(lambda i: grad_of(THETA, i)))(tuples), axes=1)
-    biases.append(float(np.linalg.norm(expected - exact)))
-  assert biases[0] > biases[1], biases
   m = 256
+
   def grad_fn(th, key):
     idx = jax.random.categorical(key, log_q, shape=(m,))
     return grad_of(th, idx)
-  keys = jax.random.split(jax.random.PRNGKey(6), 1024)
-  mean, var = jax.jit(estimators.gradient_variance, static_argnums=0)(grad_fn, THETA, keys)
+
+  @jax.jit
+  def run(keys):
+    expectations = []
+    for size in (1, 2):  # exact E[ĝ] over all M-tuples of the 16 trajectories
+      tuples = _all_tuples(states.shape[0], size)
+      w = jnp.exp(jnp.sum(log_q[tuples], 1))
+      expectations.append(jnp.tensordot(w, jax.vmap(lambda i: grad_of(THETA, i))(tuples), axes=1))
+    return expectations, estimators.gradient_variance(grad_fn, THETA, keys)
+
+  expectations, (mean, var) = run(jax.random.split(jax.random.PRNGKey(6), 1024))
+  biases = [float(np.linalg.norm(e - exact)) for e in expectations]
+  assert biases[0] > biases[1], biases
   _assert_unbiased(mean, var, exact, 1024, extra_tol=2 * 2 * biases[-1] / m)
 
 
@@ -328,7 +336,8 @@ def test_gradient_variance_is_the_per_parameter_sample_variance():
   def grad_fn(p, key):
     return {"a": p["a"] * jax.random.normal(key, (3,)), "b": jax.random.uniform(key)}
   keys = jax.random.split(jax.random.PRNGKey(7), 50)
-  mean, var = estimators.gradient_variance(grad_fn, {"a": jnp.ones(3), "b": 0.0}, keys)
+  mean, var = jax.jit(estimators.gradient_variance, static_argnums=0)(
+      grad_fn, {"a": jnp.ones(3), "b": 0.0}, keys)
   samples = np.asarray(jax.vmap(lambda k: jax.random.normal(k, (3,)))(keys))
   np.testing.assert_allclose(mean["a"], samples.mean(0), rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(var["a"], samples.var(0, ddof=1), rtol=1e-5)
