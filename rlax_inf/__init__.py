@@ -25,6 +25,8 @@ from rlax_inf.messages import soft_value_iteration
 from rlax_inf.messages import state_action_marginals
 from rlax_inf.messages import validate_mdp
 from rlax_inf.messages import value_iteration
+from rlax_inf.options import option_transition_log_probs
+from rlax_inf.options import options_log_likelihood
 from rlax_inf.policy_losses import forward_kl_loss
 from rlax_inf.policy_losses import reverse_kl_loss
 from rlax_inf.values import boltzmann_log_policy
