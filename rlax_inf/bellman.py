@@ -174,17 +174,18 @@ def soft_lambda_returns(
   lambda_ = jnp.ones_like(discount_t) * lambda_
 
   # G[T−1] = r + γ v: seed the scan with v[T−1] and drop the last regulariser
-  # (the return bootstraps there), so one scan covers every step.
+  # (the return bootstraps there). The regulariser enters linearly, so it is
+  # folded into the rewards, r − γ λ reg, and the scan carries as few streams as
+  # rlax.lambda_returns does.
   last = jnp.arange(r_t.shape[0]) == r_t.shape[0] - 1
-  reg = jnp.where(last, 0.0, regularizer_t)
+  r_reg = r_t - discount_t * lambda_ * jnp.where(last, 0.0, regularizer_t)
 
   def body(g_next, xs):
-    r, discount, v, reg, lam = xs
-    g = r + discount * ((1.0 - lam) * v + lam * (g_next - reg))
+    r, discount, v, lam = xs
+    g = r + discount * ((1.0 - lam) * v + lam * g_next)
     return g, g
 
-  _, returns = jax.lax.scan(body, v_t[-1], (r_t, discount_t, v_t, reg, lambda_),
-                            reverse=True)
+  _, returns = jax.lax.scan(body, v_t[-1], (r_reg, discount_t, v_t, lambda_), reverse=True)
   return _maybe_stop(returns, stop_target_gradients)
 
 
