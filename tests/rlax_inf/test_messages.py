@@ -271,9 +271,19 @@ def test_vmap_over_a_batch_of_mdps():
   for k in range(3):
     np.testing.assert_allclose(vs[k], soft_vi(r[k], p[k], 0.9, taus[k],
                                                                     None, 20)[1], rtol=1e-5)
-  lz = jax.vmap(lambda r, p, i, t: log_partition(r, p, i, 3, t))(r, p, init, taus + 0.1)
-  v = jax.vmap(lambda r, p, pol: policy_evaluation(r, p, pol, 0.9))(r, p, jnp.exp(lp))
-  assert lz.shape == (3,) and v.shape == (3, 4)
+  others = {
+      "log_partition": lambda r, p, i, l, t: log_partition(r, p, i, 3, t + 0.1, l),
+      "forward_messages": lambda r, p, i, l, t: rlax_inf.forward_messages(r, p, i, 3, t + 0.1, l),
+      "backward_messages": lambda r, p, i, l, t: backward(r, p, 3, t, l, True),
+      "value_iteration": lambda r, p, i, l, t: rlax_inf.value_iteration(r, p, 0.9, 20),
+      "policy_evaluation": lambda r, p, i, l, t: policy_evaluation(r, p, jnp.exp(l), 0.9),
+  }
+  for name, fn in others.items():
+    got = jax.vmap(fn)(r, p, init, lp, taus)
+    for k in range(3):
+      chex.assert_trees_all_close(jax.tree.map(lambda x: x[k], got),
+                                  fn(r[k], p[k], init[k], lp[k], taus[k]),
+                                  rtol=1e-5, atol=1e-5, custom_message=name)
 
 
 def test_bad_input():
