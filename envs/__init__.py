@@ -133,7 +133,8 @@ def _suite(name: str) -> str:
 
 
 def make(name: str, backend: Optional[str] = None, episode_length: int = 1000,
-         action_repeat: int = 1, **kwargs) -> Environment:
+         action_repeat: int = 1, fresh_resets: bool = True,
+         **kwargs) -> Environment:
   """Builds an environment.
 
   Args:
@@ -145,6 +146,9 @@ def make(name: str, backend: Optional[str] = None, episode_length: int = 1000,
       convention); episodes are truncated after
       ceil(episode_length / action_repeat) agent steps.
     action_repeat: underlying steps per agent step (rewards are summed).
+    fresh_resets: True: every auto-reset samples a new initial state. False:
+      Brax's behaviour, one initial state per env (sampled at `reset`) is
+      reused by every auto-reset; `step` is cheaper (no reset inside).
     **kwargs: passed to the environment constructor (Brax env arguments,
       Playground config overrides, tabular MDP arguments; `key` for garnet).
 
@@ -168,12 +172,15 @@ def make(name: str, backend: Optional[str] = None, episode_length: int = 1000,
                      f'{episode_length}, {action_repeat}.')
   agent_steps = math.ceil(episode_length / action_repeat)
   if suite == 'classic':
-    return _CLASSIC[name](agent_steps, action_repeat, **kwargs)
-  if suite == 'tabular':
-    return tabular.make_tabular(name, agent_steps, action_repeat, **kwargs)
-  if suite == 'brax':
-    return BraxEnv(name, backend, agent_steps, action_repeat, **kwargs)
-  return PlaygroundEnv(name, backend, agent_steps, action_repeat, **kwargs)
+    env = _CLASSIC[name](agent_steps, action_repeat, **kwargs)
+  elif suite == 'tabular':
+    env = tabular.make_tabular(name, agent_steps, action_repeat, **kwargs)
+  elif suite == 'brax':
+    env = BraxEnv(name, backend, agent_steps, action_repeat, **kwargs)
+  else:
+    env = PlaygroundEnv(name, backend, agent_steps, action_repeat, **kwargs)
+  env.fresh_resets = bool(fresh_resets)
+  return env
 
 
 def registry() -> Dict[str, Dict[str, Any]]:

@@ -62,6 +62,8 @@ class State:
     inner: suite-specific state (physics state, tabular state index, ...).
     steps: [] int32 agent steps taken in the current episode.
     key: PRNG key used for the next auto-reset.
+    cached_reset: None, or (inner, obs) of the one initial state reused by
+      every auto-reset when the env was made with `fresh_resets=False`.
   """
 
   obs: Array
@@ -74,6 +76,7 @@ class State:
   inner: Any
   steps: Array
   key: Array
+  cached_reset: Any = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,6 +125,13 @@ class Environment(abc.ABC):
   Args:
     spec: the environment's `EnvSpec`. `episode_length` is in agent steps.
   """
+
+  #: True: every auto-reset samples a fresh initial state (the default).
+  #: False: like Brax's AutoResetWrapper, one initial state per env, sampled
+  #: at `reset`, is reused by every auto-reset: cheaper steps (no reset is
+  #: computed inside `step`), less diverse starts. Set via
+  #: `make(..., fresh_resets=False)`.
+  fresh_resets = True
 
   def __init__(self, spec: EnvSpec):
     if spec.episode_length < 1:
@@ -172,6 +182,9 @@ class Environment(abc.ABC):
     obs = jnp.asarray(obs)
     chex.assert_shape(obs, (self.spec.observation_size,))
     zero = jnp.zeros((), jnp.float32)
+    cached = None
+    if not self.fresh_resets:
+      cached = self.core_reset(jax.random.fold_in(key_carry, 1))
     return State(
         obs=obs,
         reward=zero,
@@ -183,6 +196,7 @@ class Environment(abc.ABC):
         inner=inner,
         steps=jnp.zeros((), jnp.int32),
         key=key_carry,
+        cached_reset=cached,
     )
 
   def step(self, state: State, action: Array) -> State:
@@ -217,7 +231,10 @@ class Environment(abc.ABC):
     # Auto-reset. The reset is computed every step: under vmap a cond would
     # run both branches anyway, and a fresh reset keeps episodes independent
     # (Brax's AutoResetWrapper reuses ONE cached initial state per env).
-    reset_inner, reset_obs = self.core_reset(key_reset)
+    if self.fresh_resets:
+      reset_inner, reset_obs = self.core_reset(key_reset)
+    else:
+      reset_inner, reset_obs = state.cached_reset
     is_done = done > 0
     select = lambda a, b: jax.tree.map(
         lambda x, y: jnp.where(is_done, x, y), a, b)
@@ -247,6 +264,7 @@ class Environment(abc.ABC):
         inner=new_inner,
         steps=jnp.where(is_done, 0, steps),
         key=key,
+        cached_reset=state.cached_reset,
     )
 
   # --- helpers ----------------------------------------------------------

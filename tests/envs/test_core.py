@@ -237,3 +237,18 @@ def test_registry_plain_data():
     spec = _env(name).spec
     assert reg[name]['observation_size'] == spec.observation_size
     assert reg[name]['action_size'] == spec.action_size
+
+
+def test_cached_resets_reuse_one_initial_state():
+  env = envs.make('cartpole', episode_length=3, fresh_resets=False)
+  s = jax.jit(env.reset)(jax.random.PRNGKey(0))
+  step = jax.jit(env.step)
+  starts = []
+  for _ in range(9):
+    s = step(s, jnp.int32(1))
+    if s.done:
+      starts.append(np.asarray(s.obs))
+  assert len(starts) == 3
+  np.testing.assert_array_equal(starts[0], starts[1])
+  np.testing.assert_array_equal(starts[0], starts[2])
+  np.testing.assert_array_equal(starts[0], s.cached_reset[1])
