@@ -75,6 +75,9 @@ def main():
                       help='steps per timed scan')
   parser.add_argument('--repeats', type=int, default=5)
   parser.add_argument('--episode-length', type=int, default=1000)
+  parser.add_argument('--fresh-resets', type=int, default=1, choices=(0, 1),
+                      help='0: make(..., fresh_resets=False), Brax-style '
+                      'cached reset (what raw Brax does)')
   parser.add_argument('--quick', action='store_true',
                       help='num_envs 1,64 and 50 steps')
   args = parser.parse_args()
@@ -86,7 +89,8 @@ def main():
   for spec in args.envs.split(','):
     name, _, backend = spec.partition(':')
     env = envs.make(name, backend=backend or None,
-                    episode_length=args.episode_length)
+                    episode_length=args.episode_length,
+                    fresh_resets=bool(args.fresh_resets))
     for n in sizes:
       t = _common.time_interleaved(
           {'ours': _ours(env, n, args.steps),
@@ -107,6 +111,7 @@ def main():
         f'Command: `{cmd}`  ',
         f'Machine: {mach["cpu"]}, {mach["cores"]} cores, jax {mach["jax"]} '
         f'({mach["backend"]}).', '',
+        f'fresh_resets={bool(args.fresh_resets)}. '
         f'Env steps per second (num_envs × {args.steps} steps per jitted '
         'scan, median of interleaved runs). raw = Brax\'s own '
         'EpisodeWrapper + AutoResetWrapper (cached reset state) for Brax '
