@@ -24,7 +24,7 @@ MAIN_BACKEND = "positional"
 
 def main(args) -> int:
   steps = args.steps or MAIN_STEPS
-  backend = args.backend or MAIN_BACKEND
+  backend = args.backend or (MAIN_BACKEND if args.env == "inverted_pendulum" else None)
   summaries = []
   dirs = []
   for agent in ("sac", "sac-fkl"):
