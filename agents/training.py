@@ -61,6 +61,7 @@ class TrainConfig:
   num_eval_envs: int = 16
   episode_length: int = 1000
   action_repeat: int = 1
+  fresh_resets: bool = True  # False: Brax's cached initial state per env (cheaper step)
   checkpoint_every: int = 1  # evaluations between checkpoints
   num_devices: int = 0  # 0: as many as divide num_seeds
 
@@ -88,7 +89,8 @@ class TrainState:
 def make_env(config: TrainConfig):
   """The environment of `config` (`rlax_inf.envs.make`)."""
   return envs.make(config.env, backend=config.backend,
-                   episode_length=config.episode_length, action_repeat=config.action_repeat)
+                   episode_length=config.episode_length, action_repeat=config.action_repeat,
+                   fresh_resets=config.fresh_resets)
 
 
 @dataclasses.dataclass(frozen=True)
