@@ -82,6 +82,8 @@ class BraxEnv(core.Environment):
     inner = _canonical(self.brax_env.reset(key))
     return inner, inner.obs
 
+  stochastic_dynamics = False
+
   def core_step(self, inner, action, key):
     del key  # Brax dynamics are deterministic given the action.
     # Some Brax envs update `state.metrics` in place: hand them a copy.

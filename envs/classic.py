@@ -46,6 +46,8 @@ class CartPole(core.Environment):
     s = jax.random.uniform(key, (4,), jnp.float32, -0.05, 0.05)
     return s, s
 
+  stochastic_dynamics = False
+
   def core_step(self, inner, action, key):
     del key
     x, x_dot, theta, theta_dot = inner
@@ -104,6 +106,8 @@ class Pendulum(core.Environment):
     s = jax.random.uniform(key, (2,), jnp.float32,
                            jnp.array([-jnp.pi, -1.0]), jnp.array([jnp.pi, 1.0]))
     return s, self._obs(s)
+
+  stochastic_dynamics = False
 
   def core_step(self, inner, action, key):
     del key

@@ -133,6 +133,11 @@ class Environment(abc.ABC):
   #: `make(..., fresh_resets=False)`.
   fresh_resets = True
 
+  #: False for suites whose `core_step` ignores its key (deterministic given
+  #: the action): with `fresh_resets=False` too, `step` then draws no random
+  #: numbers at all, which is most of the wrapper's cost on cheap dynamics.
+  stochastic_dynamics = True
+
   def __init__(self, spec: EnvSpec):
     if spec.episode_length < 1:
       raise ValueError(f'episode_length must be >= 1, got {spec.episode_length}')
@@ -218,7 +223,10 @@ class Environment(abc.ABC):
       ValueError: at trace time, if `action` has the wrong shape or dtype.
     """
     action = self.check_action(action)
-    key, key_step, key_reset = jax.random.split(state.key, 3)
+    if self.fresh_resets or self.stochastic_dynamics:
+      key, key_step, key_reset = jax.random.split(state.key, 3)
+    else:  # No randomness is consumed: carry the key unchanged.
+      key = key_step = key_reset = state.key
     inner, obs, reward, terminated = self._repeat_step(state.inner, action,
                                                        key_step)
     reward = jnp.asarray(reward, jnp.float32)
