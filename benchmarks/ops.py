@@ -7,10 +7,11 @@ Rows (ratio = ours / rlax; target ≤ 1.05):
   * soft_lambda_returns vs rlax.lambda_returns on B = 4096 trajectories of T = 128;
   * soft_n_step_returns vs rlax.n_step_bootstrapped_returns (n = 5), same shapes;
   * soft_retrace at τ = 0 vs rlax.retrace, B = 1024 trajectories of T = 32, A = 8.
-Message passing on random dense MDPs (A = 4) with S = 1,000 and 10,000: soft value
-iteration (100 backups), backward messages (T = 50, variational and optimistic)
-and posterior marginals, against a straightforward jnp reference of the same
-backup where one exists (plain `logsumexp` over a stored log P).
+Message passing on random dense MDPs (A = 4) with S = 1,000 (100 backups, T = 50)
+and 10,000 (20 backups, T = 10; a dense P is 1.6 GB): soft value iteration,
+backward messages (variational and optimistic) and posterior marginals, with a
+straightforward jnp reference of the optimistic backup (plain `logsumexp` over a
+stored log P) for comparison.
 Writes benchmarks/results/ops.json and ops.md with the command and the machine.
 """
 
@@ -100,30 +101,36 @@ def _reference_optimistic_backward(rewards, transitions, horizon, tau):
 
 
 def _message_rows(sizes, repeats):
+  """Absolute times; per-backup time too, since S = 10,000 uses shorter runs."""
   out = []
-  horizon, iters, tau = 50, 100, 0.5
+  tau = 0.5
   for s in sizes:
+    large = s >= 10_000
+    # At S = 10,000 a dense P is 1.6 GB and one backup reads it (more than)
+    # once: fewer backups and one timed repeat keep the run to minutes on CPU.
+    horizon, iters = (10, 20) if large else (50, 100)
+    rep = 1 if large else max(2, repeats // 2)
     rewards, transitions, initial = _random_mdp(jax.random.PRNGKey(s), s, 4)
     jax.block_until_ready(transitions)
-    rep = max(2, repeats // (10 if s >= 10_000 else 2))
     fns = {
-        f"soft_value_iteration ({iters} backups)": jax.jit(
+        ("soft_value_iteration", iters): jax.jit(
             lambda r, p: rlax_inf.soft_value_iteration(r, p, 0.99, tau, None, iters)),
-        f"backward_messages variational (T={horizon})": jax.jit(
+        ("backward_messages variational", horizon): jax.jit(
             lambda r, p: rlax_inf.backward_messages(r, p, horizon, tau, None, False)),
-        f"backward_messages optimistic (T={horizon})": jax.jit(
+        ("backward_messages optimistic", horizon): jax.jit(
             lambda r, p: rlax_inf.backward_messages(r, p, horizon, tau, None, True)),
-        f"reference optimistic backward (T={horizon})": jax.jit(
+        ("reference optimistic backward (logsumexp over stored log P)", horizon): jax.jit(
             lambda r, p: _reference_optimistic_backward(r, p, horizon, tau)),
-        f"state_action_marginals posterior (T={horizon})": jax.jit(
+        ("state_action_marginals posterior", horizon): jax.jit(
             lambda r, p: rlax_inf.state_action_marginals(r, p, initial, horizon, tau)),
     }
-    times = _common.time_interleaved(
-        {k: functools.partial(f, rewards, transitions) for k, f in fns.items()},
-        repeats=rep, warmup=1)
-    for name, t in times.items():
-      out.append({"op": name, "S": s, "A": 4, "ms": 1e3 * t["median_s"]})
-      print(f"S={s:6d} {name:50s} {1e3 * t['median_s']:10.1f} ms", flush=True)
+    for (name, steps), f in fns.items():
+      t = _common.time_interleaved({name: functools.partial(f, rewards, transitions)},
+                                   repeats=rep, warmup=1)[name]
+      out.append({"op": name, "S": s, "A": 4, "steps": steps, "ms": 1e3 * t["median_s"],
+                  "ms_per_step": 1e3 * t["median_s"] / steps})
+      print(f"S={s:6d} {name:60s} steps={steps:4d} {1e3 * t['median_s']:10.1f} ms "
+            f"({out[-1]['ms_per_step']:.2f} ms/step)", flush=True)
     del transitions
   return out
 
@@ -149,10 +156,12 @@ def main():
   for r in rlax_rows:
     md.append(f"| {r['op']} | {r['shape']} | {r['ours_ms']:.3f} | {r['rlax_ms']:.3f} | "
               f"{r['ratio']:.3f} |")
-  md += ["", "Message passing on random dense MDPs (A = 4, τ = 0.5):", "",
-         "| op | S | time (ms) |", "|---|---|---|"]
+  md += ["", "Message passing on random dense MDPs (A = 4, τ = 0.5); steps = backups "
+         "(value iteration) or horizon T (messages):", "",
+         "| op | S | steps | time (ms) | ms per step |", "|---|---|---|---|---|"]
   for r in msg_rows:
-    md.append(f"| {r['op']} | {r['S']} | {r['ms']:.1f} |")
+    md.append(f"| {r['op']} | {r['S']} | {r['steps']} | {r['ms']:.1f} | "
+              f"{r['ms_per_step']:.2f} |")
   _common.write_results("ops", payload, "\n".join(md) + "\n")
 
 

@@ -79,7 +79,7 @@ class BraxEnv(core.Environment):
     ))
 
   def core_reset(self, key: jax.Array) -> Tuple[Any, jax.Array]:
-    inner = _canonical(self.brax_env.reset(key))
+    inner = canonical_state(self.brax_env.reset(key))
     return inner, inner.obs
 
   stochastic_dynamics = False
@@ -88,17 +88,23 @@ class BraxEnv(core.Environment):
     del key  # Brax dynamics are deterministic given the action.
     # Some Brax envs update `state.metrics` in place: hand them a copy.
     inner = inner.replace(metrics=dict(inner.metrics), info=dict(inner.info))
-    inner = _canonical(self.brax_env.step(inner, action))
+    inner = canonical_state(self.brax_env.step(inner, action))
     return inner, inner.obs, inner.reward, inner.done
 
 
-def _canonical(state):
-  """Makes reward / done arrays of one fixed dtype (scan / where need it)."""
+def canonical_state(state, with_info: bool = True):
+  """Makes reward / done / metrics (and info) arrays of one fixed dtype.
+
+  `lax.scan` and `jnp.where` need the physics state's leaves to keep their
+  dtypes from step to step; Brax and Playground states mix Python and JAX
+  scalars. Shared by the Brax and Playground adapters.
+  """
   dtype = state.obs.dtype
-  return state.replace(
+  fields = dict(
       reward=jnp.asarray(state.reward, dtype),
       done=jnp.asarray(state.done, dtype),
-      metrics={k: jnp.asarray(v, dtype) for k, v in state.metrics.items()},
-      info={k: jnp.asarray(v) if not isinstance(v, dict) else v
-            for k, v in state.info.items()},
-  )
+      metrics={k: jnp.asarray(v, dtype) for k, v in state.metrics.items()})
+  if with_info:
+    fields['info'] = {k: jnp.asarray(v) if not isinstance(v, dict) else v
+                      for k, v in state.info.items()}
+  return state.replace(**fields)

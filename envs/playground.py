@@ -15,6 +15,7 @@ from typing import Tuple
 import jax
 import jax.numpy as jnp
 
+from rlax_inf.envs import brax_adapter
 from rlax_inf.envs import core
 
 PLAYGROUND_BACKENDS = ('mjx', 'warp')
@@ -85,19 +86,14 @@ class PlaygroundEnv(core.Environment):
         action_repeat=action_repeat, differentiable=backend == 'mjx'))
 
   def core_reset(self, key):
-    inner = _canonical(self.playground_env.reset(key))
+    inner = brax_adapter.canonical_state(self.playground_env.reset(key), with_info=False)
     return inner, inner.obs
 
+  stochastic_dynamics = False
+
   def core_step(self, inner, action, key):
-    del key
+    del key  # MJX dynamics are deterministic given the action.
     inner = inner.replace(metrics=dict(inner.metrics), info=dict(inner.info))
-    inner = _canonical(self.playground_env.step(inner, action))
+    inner = brax_adapter.canonical_state(self.playground_env.step(inner, action),
+                                         with_info=False)
     return inner, inner.obs, inner.reward, inner.done
-
-
-def _canonical(state):
-  dtype = state.obs.dtype
-  return state.replace(
-      reward=jnp.asarray(state.reward, dtype),
-      done=jnp.asarray(state.done, dtype),
-      metrics={k: jnp.asarray(v, dtype) for k, v in state.metrics.items()})
