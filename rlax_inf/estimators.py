@@ -11,6 +11,8 @@ import chex
 import jax
 import jax.numpy as jnp
 
+from rlax_inf import values
+
 Array = chex.Array
 Numeric = chex.Numeric
 
@@ -111,7 +113,7 @@ def trajectory_log_weights(
   chex.assert_type([r_t, log_pi_t, log_prior_t], float)
   tau = jnp.asarray(temperature, r_t.dtype)
   total = jnp.sum(r_t)
-  safe_tau = jnp.where(tau > 0, tau, 1.0)
+  safe_tau = values.safe_temperature(tau)
   reward_term = jnp.where(
       tau > 0, total / safe_tau,
       jnp.where(total > 0, jnp.inf, jnp.where(total < 0, -jnp.inf, 0.0)))

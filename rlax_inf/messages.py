@@ -115,7 +115,7 @@ def _soft_contract(weights: Array, x: Array, tau: Array, axis) -> Array:
   support = weights > 0
   m = jnp.max(jnp.where(support, x, -jnp.inf), axis=axis, keepdims=True)
   m = jax.lax.stop_gradient(jnp.where(jnp.isfinite(m), m, 0.0))
-  safe_tau = jnp.where(tau > 0, tau, 1.0)
+  safe_tau = values.safe_temperature(tau)
   # Off the support (weight 0) the exponent is replaced by 0: exp could
   # overflow there and turn 0 · inf into NaN. (Not jnp.minimum(·, 0): its
   # gradient at the tie x = m is halved.)
@@ -346,7 +346,7 @@ def log_partition(
   tau = _as_tau(temperature, rewards.dtype)
   _, v = backward_messages(rewards, transitions, horizon, tau, log_prior, optimistic=True)
   scaled = _soft_contract(initial, v[0], tau, axis=-1)
-  safe_tau = jnp.where(tau > 0, tau, 1.0)
+  safe_tau = values.safe_temperature(tau)
   hard = jnp.where(scaled > 0, jnp.inf, jnp.where(scaled < 0, -jnp.inf, 0.0))
   return jnp.where(tau > 0, scaled / safe_tau, hard)
 

@@ -54,10 +54,6 @@ def _check_temperature(temperature, name="temperature"):
   chex.assert_rank(temperature, 0, custom_message=f"`{name}` must be a scalar")
 
 
-def _safe_tau(tau: Array) -> Array:
-  return jnp.where(tau > 0, tau, jnp.ones_like(tau))
-
-
 # ----------------------------------------------------------------- reverse KL
 
 
@@ -179,7 +175,7 @@ def _target_log_weights(
   ratio = lp - jnp.where(valid, log_proposal, 0.0)
   q_max = jax.lax.stop_gradient(jnp.max(jnp.where(valid, q, -jnp.inf)))
   safe_q = jnp.where(valid, q, q_max)
-  soft = (safe_q - q_max) / _safe_tau(tau) + ratio
+  soft = (safe_q - q_max) / values.safe_temperature(tau) + ratio
   hard = jnp.where(q == q_max, ratio, -jnp.inf)
   return jnp.where(valid, jnp.where(tau > 0, soft, hard), -jnp.inf)
 
@@ -581,7 +577,7 @@ def mpo_e_step(q: Array, temperature: Numeric, epsilon: Numeric) -> Tuple[Array,
   eta = jnp.asarray(temperature, q.dtype)
   n = q.shape[0]
   q_max = jnp.max(q)
-  z = (q - jax.lax.stop_gradient(q_max)) / _safe_tau(eta)
+  z = (q - jax.lax.stop_gradient(q_max)) / values.safe_temperature(eta)
   log_mean = jax.nn.logsumexp(z) - jnp.log(jnp.asarray(n, q.dtype))
   soft_dual = eta * epsilon + jax.lax.stop_gradient(q_max) + eta * log_mean
   dual = jnp.where(eta > 0, soft_dual, q_max)

@@ -36,7 +36,7 @@ def select_by_temperature(temperature, soft_fn, hard_fn):
   return jnp.where(temperature > 0, soft_fn(), hard_fn())
 
 
-def _safe_temperature(temperature: Array) -> Array:
+def safe_temperature(temperature: Array) -> Array:
   """Returns τ where τ > 0 and 1 elsewhere, so both `where` branches stay finite."""
   return jnp.where(temperature > 0, temperature, jnp.ones_like(temperature))
 
@@ -74,7 +74,7 @@ def _shifted_logits(q, temperature, log_prior, mask):
   shift = jax.lax.stop_gradient(q_max)
   lp = 0.0 if log_prior is None else jnp.where(valid, log_prior, 0.0)
   safe_q = jnp.where(valid, q, shift)
-  z = (safe_q - shift) / _safe_temperature(temperature) + lp
+  z = (safe_q - shift) / safe_temperature(temperature) + lp
   return valid, q_max, jnp.where(valid, z, -jnp.inf)
 
 
