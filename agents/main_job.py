@@ -6,7 +6,7 @@ Each agent trains all seeds in one compiled program per evaluation interval
 (progress bar with env steps/s and the latest returns), then both learning
 curves go into one plot, `OUT/learning_curves.png`, and a summary table is
 printed. Settings are chosen to finish in minutes on 2 CPU cores: small
-networks, the fast 'positional' Brax backend, a modest update-to-data ratio.
+networks and the fast 'positional' Brax backend.
 """
 
 import os
@@ -14,11 +14,14 @@ import os
 from rlax_inf.agents import plotting
 from rlax_inf.agents import run
 
-#: Config overrides of the main job (strings, as `--set key=value` takes them).
-MAIN_SETS = dict(hidden="64,64", num_envs="32", batch_size="256", grad_updates_per_step="8",
-                 prefill_steps="2048", eval_every="2048", num_eval_envs="8",
-                 episode_length="1000", fkl_samples="16", checkpoint_every="5")
-MAIN_STEPS = 20_480
+#: Config overrides of the main job (strings, as `--set key=value` takes them), also
+#: the settings of the learning benchmark (`python -m benchmarks.sac learning`):
+#: one gradient update per env transition (16 per vector step of 16 envs), 64x64
+#: networks, an evaluation and a checkpoint every ~5k env steps per seed.
+MAIN_SETS = dict(hidden="64,64", num_envs="16", batch_size="256", grad_updates_per_step="16",
+                 prefill_steps="2048", eval_every="5000", num_eval_envs="8",
+                 episode_length="1000", fkl_samples="16", checkpoint_every="1")
+MAIN_STEPS = 30_000
 MAIN_BACKEND = "positional"
 
 
