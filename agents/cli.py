@@ -127,7 +127,7 @@ def _cmd_demo(args) -> int:
 
 def _cmd_main(args) -> int:
   from rlax_inf.agents import main_job  # pylint: disable=g-import-not-at-top
-  return main_job.main(args)
+  return main_job.main(args, _parse_sets(args.set))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -173,6 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
   m.add_argument("--backend", default=None)
   m.add_argument("--seeds", type=int, default=4)
   m.add_argument("--steps", type=int, default=None, help="env steps per seed")
+  m.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                 help="override one of the main job's settings (both agents)")
   m.add_argument("--resume", action="store_true")
   m.set_defaults(fn=_cmd_main)
 

@@ -1,6 +1,6 @@
 """The README's main job: SAC and SAC-FKL on Brax inverted_pendulum, several seeds vmapped.
 
-  rlax-inf main [--out runs/main] [--seeds 4] [--steps N] [--resume]
+  rlax-inf main [--out runs/main] [--seeds 4] [--steps N] [--set key=value] [--resume]
 
 Each agent trains all seeds in one compiled program per evaluation interval
 (progress bar with env steps/s and the latest returns), then both learning
@@ -25,7 +25,9 @@ MAIN_STEPS = 30_000
 MAIN_BACKEND = "positional"
 
 
-def main(args) -> int:
+def main(args, overrides=None) -> int:
+  """Train both agents on `args.env`; `overrides` (key -> string) update `MAIN_SETS`."""
+  sets = dict(MAIN_SETS, **(overrides or {}))
   steps = args.steps or MAIN_STEPS
   backend = args.backend or (MAIN_BACKEND if args.env == "inverted_pendulum" else None)
   summaries = []
@@ -34,7 +36,7 @@ def main(args) -> int:
     out = os.path.join(args.out, agent)
     if os.path.exists(os.path.join(out, run.CONFIG_FILE)) and not args.resume:
       raise run.UsageError(f"{out!r} already holds a run; pass --resume or another --out")
-    train_cfg, agent_cfg = run.make_configs(agent, MAIN_SETS, env=args.env, backend=backend,
+    train_cfg, agent_cfg = run.make_configs(agent, sets, env=args.env, backend=backend,
                                             num_seeds=args.seeds, total_steps=steps)
     summaries.append(run.train_run(out, agent, train_cfg, agent_cfg, resume=args.resume,
                                    desc=f"{agent} {args.env} ×{args.seeds} seeds"))
