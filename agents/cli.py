@@ -47,9 +47,19 @@ def _parse_sets(items: List[str]):
 
 
 def _maybe_distributed(args):
-  if getattr(args, "coordinator", None):
-    from rlax_inf.agents import distributed  # pylint: disable=g-import-not-at-top
-    distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+  """`jax.distributed.initialize` before anything touches a JAX backend (multi-host)."""
+  from rlax_inf.agents import run  # pylint: disable=g-import-not-at-top
+  flags = (args.coordinator, args.num_processes, args.process_id)
+  if all(f is None for f in flags):
+    return
+  if any(f is None for f in flags):
+    raise run.UsageError("multi-host training needs all of --coordinator HOST:PORT, "
+                         "--num-processes P and --process-id I")
+  if not 0 <= args.process_id < args.num_processes:
+    raise run.UsageError(f"--process-id must be in [0, {args.num_processes}), "
+                         f"got {args.process_id}")
+  from rlax_inf.agents import distributed  # pylint: disable=g-import-not-at-top
+  distributed.initialize(args.coordinator, args.num_processes, args.process_id)
 
 
 def _cmd_train(args) -> int:

@@ -20,6 +20,7 @@ import jax
 import numpy as np
 
 from rlax_inf.agents import checkpointing
+from rlax_inf.agents import distributed
 from rlax_inf.agents import training
 
 CONFIG_FILE = "config.json"
@@ -107,13 +108,17 @@ def load_config(out: str) -> Tuple[str, training.TrainConfig, Any]:
   path = os.path.join(out, CONFIG_FILE)
   if not os.path.exists(path):
     raise UsageError(f"{out!r} is not a run directory (no {CONFIG_FILE})")
-  with open(path) as f:
-    d = json.load(f)
-  agent = d["agent"]
-  agent_cfg = dict(d["agent_config"])
-  agent_cfg["hidden"] = tuple(agent_cfg["hidden"])
-  return (agent, training.TrainConfig(**d["train"]),
-          type(training.AGENTS[agent].config)(**agent_cfg))
+  try:
+    with open(path) as f:
+      d = json.load(f)
+    agent = d["agent"]
+    agent_cfg = dict(d["agent_config"])
+    agent_cfg["hidden"] = tuple(agent_cfg["hidden"])
+    return (agent, training.TrainConfig(**d["train"]),
+            type(training.AGENTS[agent].config)(**agent_cfg))
+  except (ValueError, TypeError, KeyError) as e:  # another version's fields, a broken file
+    raise UsageError(f"{out!r} holds a run this version of rlax-inf cannot read ({path}: "
+                     f"{type(e).__name__}: {e}); start a new run with another --out") from None
 
 
 def validate_env(train_cfg: training.TrainConfig):
@@ -170,6 +175,8 @@ def train_run(out: str, agent: str, train_cfg: training.TrainConfig, agent_cfg: 
       `resume` with nothing to resume is allowed (starts fresh).
     NonFiniteError: a loss became non-finite (no checkpoint is written after it).
   """
+  # With several processes (`jax.distributed`) every process looks at `out` before
+  # process 0 writes to it, so all of them take the same branch.
   exists = os.path.exists(os.path.join(out, CONFIG_FILE))
   if exists and not resume:
     raise UsageError(f"{out!r} already holds a run; pass --resume to continue it or "
@@ -177,23 +184,33 @@ def train_run(out: str, agent: str, train_cfg: training.TrainConfig, agent_cfg: 
   if exists:
     agent, train_cfg, agent_cfg = load_config(out)
   env = validate_env(train_cfg)
-  os.makedirs(out, exist_ok=True)
-  if not exists:
-    save_config(out, agent, train_cfg, agent_cfg)
-  trainer = training.Trainer(train_cfg, agent_cfg, agent, env)
+  try:
+    trainer = training.Trainer(train_cfg, agent_cfg, agent, env)
+  except ValueError as e:  # seeds that don't divide over the devices / processes
+    raise UsageError(str(e)) from None
   sch = trainer.schedule
-  mngr = checkpointing.manager(os.path.join(out, "checkpoints"))
   seeds = [train_cfg.seed + i for i in range(train_cfg.num_seeds)]
-
   rows = read_metrics(out)
+  is_main = jax.process_index() == 0
+  distributed.barrier("rlax_inf.run: run directory read")
+  os.makedirs(out, exist_ok=True)
+  if is_main and not exists:
+    save_config(out, agent, train_cfg, agent_cfg)
+  mngr = checkpointing.manager(os.path.join(out, "checkpoints"))
+
   wall0 = 0.0
   if resume and mngr.latest_step() is not None:
-    ts, done = checkpointing.restore(mngr, trainer.abstract_state())
+    try:
+      ts, done = checkpointing.restore(mngr, trainer.abstract_state())
+    except checkpointing.IncompatibleCheckpoint as e:
+      mngr.close()
+      raise UsageError(
+          f"cannot resume {out!r}: its checkpoint was written by another version of "
+          f"rlax-inf or another config ({e}); start a new run with another --out") from None
     rows = [r for r in rows if r["evaluation"] <= done]
     wall0 = max([r["wall_s"] for r in rows], default=0.0)
   else:
     ts, done, rows = None, 0, []
-  is_main = jax.process_index() == 0
   if is_main:
     with open(os.path.join(out, METRICS_FILE), "w") as f:
       f.writelines(json.dumps(r) + "\n" for r in rows)
@@ -221,6 +238,7 @@ def train_run(out: str, agent: str, train_cfg: training.TrainConfig, agent_cfg: 
     _check_finite(metrics, step)
     sps = interval_steps * train_cfg.num_seeds / dt
     new_rows = _rows(metrics, host_ts, seeds, evaluation, wall0 + time.time() - start, sps)
+    rows += new_rows
     if is_main:
       with open(os.path.join(out, METRICS_FILE), "a") as f:
         f.writelines(json.dumps(r) + "\n" for r in new_rows)
@@ -238,12 +256,11 @@ def train_run(out: str, agent: str, train_cfg: training.TrainConfig, agent_cfg: 
   if plot and is_main:
     from rlax_inf.agents import plotting  # pylint: disable=g-import-not-at-top
     plotting.plot_runs([out], os.path.join(out, PLOT_FILE))
-  final = read_metrics(out)
-  last_eval = max(r["evaluation"] for r in final) if final else 0
-  returns = [r["eval_return"] for r in final if r["evaluation"] == last_eval]
+  last_eval = max(r["evaluation"] for r in rows) if rows else 0
+  returns = [r["eval_return"] for r in rows if r["evaluation"] == last_eval]
   return dict(agent=agent, env=train_cfg.env, seeds=seeds,
-              step=max((r["step"] for r in final), default=0), final_returns=returns,
-              wall_s=max((r["wall_s"] for r in final), default=0.0))
+              step=max((r["step"] for r in rows), default=0), final_returns=returns,
+              wall_s=max((r["wall_s"] for r in rows), default=0.0))
 
 
 def evaluate_run(out: str) -> List[Dict[str, Any]]:
@@ -254,7 +271,11 @@ def evaluate_run(out: str) -> List[Dict[str, Any]]:
   mngr = checkpointing.manager(os.path.join(out, "checkpoints"))
   if mngr.latest_step() is None:
     raise UsageError(f"{out!r} has no checkpoint to evaluate")
-  ts, step = checkpointing.restore(mngr, trainer.abstract_state())
+  try:
+    ts, step = checkpointing.restore(mngr, trainer.abstract_state())
+  except checkpointing.IncompatibleCheckpoint as e:
+    raise UsageError(f"cannot evaluate {out!r}: its checkpoint was written by another "
+                     f"version of rlax-inf or another config ({e})") from None
   keys = jax.vmap(lambda k: jax.random.fold_in(k, 0x5EED))(ts.key)
   metrics = training.to_host(trainer.evaluate(ts.agent, keys))
   steps = training.to_host(ts.env_steps)

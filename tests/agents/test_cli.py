@@ -6,6 +6,7 @@ import signal
 import subprocess
 import time
 
+import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
@@ -118,3 +119,79 @@ def test_sigkill_and_resume_gives_the_same_parameters(tiny, compile_cache, tmp_p
   jax.tree.map(np.testing.assert_array_equal, a, b)
   rows = [json.loads(l) for l in open(out / "metrics.jsonl")]
   assert [r["evaluation"] for r in rows] == [e for e in range(1, 13) for _ in range(2)]
+
+
+# --- checkpoints that don't fit, multi-host flags ----------------------------
+
+def _fake_run(out, tiny, checkpoint_hidden=(16, 16), config_hidden=(16, 16), edit=None):
+  """A run directory (config.json, metrics.jsonl, one checkpoint) without training.
+
+  The checkpoint holds zeros in the train state of `checkpoint_hidden`;
+  config.json says `config_hidden`; `edit` rewrites the state's tree first (an
+  older version of the code with other fields).
+  """
+  from rlax_inf.agents import checkpointing, run, sac, training
+  cfg = tiny.train_config(num_seeds=2)
+  abstract = training.Trainer(cfg, sac.SACConfig(hidden=checkpoint_hidden), "sac"
+                              ).abstract_state()
+  state = jax.tree.map(lambda s: jax.device_put(np.zeros(s.shape, s.dtype), s.sharding),
+                       abstract)
+  os.makedirs(out)
+  run.save_config(str(out), "sac", cfg, sac.SACConfig(hidden=config_hidden))
+  (out / "metrics.jsonl").write_text(json.dumps(dict(step=64, seed=0, evaluation=1)) + "\n")
+  mngr = checkpointing.manager(str(out / "checkpoints"))
+  checkpointing.save(mngr, 1, edit(state) if edit else state)
+  mngr.close()
+
+
+def _older_state(state):
+  """The train state as an older version might have stored it: a renamed field, one more."""
+  return dict(agent=state.agent, replay=state.replay, env_state=state.env_state,
+              rng=state.key, env_steps=state.env_steps, evaluations=state.evaluations,
+              episode=state.env_steps)
+
+
+@pytest.mark.parametrize("kind, needles", [
+    ("other config", ["agent.actor.params.Dense_0.bias", "(2, 16)", "(2, 32)"]),
+    ("older version", ["different train state: it lacks key; it has episode and 1 more"]),
+])
+def test_resume_from_a_checkpoint_that_does_not_fit_exits_2(capsys, tiny, tmp_path, kind,
+                                                            needles):
+  out = tmp_path / "run"
+  if kind == "other config":  # e.g. config.json edited after the checkpoint was written
+    _fake_run(out, tiny, checkpoint_hidden=(16, 16), config_hidden=(32, 32))
+  else:
+    _fake_run(out, tiny, edit=_older_state)
+  files = {p: (out / p).read_text() for p in ("config.json", "metrics.jsonl")}
+  err = _one_line_error(capsys, ["train", "--out", str(out), "--resume", "--no-progress"],
+                        repr(str(out)), "checkpoint", "another --out", *needles)
+  assert err.startswith("rlax-inf: error: cannot resume"), err
+  assert {p: (out / p).read_text() for p in files} == files  # nothing was touched
+  assert os.listdir(out / "checkpoints") == ["1"]
+  _one_line_error(capsys, ["eval", str(out)], repr(str(out)), "checkpoint", *needles)
+  # Without --resume the existing run is refused before its checkpoint is looked at.
+  _one_line_error(capsys, ["train", "--env", "pendulum", "--out", str(out)], "already holds",
+                  "--resume")
+  assert {p: (out / p).read_text() for p in files} == files
+
+
+def test_resume_of_a_run_written_by_another_version_exits_2(capsys, tiny, tmp_path):
+  out = tmp_path / "run"
+  _fake_run(out, tiny)
+  config = json.loads((out / "config.json").read_text())
+  config["train"]["replay_ratio"] = 4  # a field this version does not have
+  (out / "config.json").write_text(json.dumps(config))
+  _one_line_error(capsys, ["train", "--out", str(out), "--resume"], repr(str(out)),
+                  "replay_ratio", "another --out")
+
+
+@pytest.mark.parametrize("flags, needle", [
+    (["--coordinator", "127.0.0.1:1234"], "--num-processes"),
+    (["--num-processes", "2", "--process-id", "0"], "--coordinator"),
+    (["--coordinator", "127.0.0.1:1234", "--num-processes", "2", "--process-id", "2"],
+     "--process-id"),
+])
+def test_incomplete_multi_host_flags_exit_2(capsys, tmp_path, flags, needle):
+  _one_line_error(capsys, ["train", "--env", "pendulum", "--out", str(tmp_path / "run"),
+                           *flags], needle)
+  assert not os.path.exists(tmp_path / "run")
