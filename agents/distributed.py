@@ -6,12 +6,18 @@ Every process runs the same command with its own `process_id`:
   rlax-inf train ... --coordinator 10.0.0.1:1234 --num-processes 2 --process-id 1   # host 1
 
 After `initialize`, `jax.devices()` lists the devices of every process; the
-`Trainer`'s mesh spans them, each process holds the seeds on its own devices
+`Trainer`'s mesh takes the same number of local devices from each process
+(`training.default_devices`), each process holds the seeds on its own devices
 (`jax.make_array_from_callback`), the seed programs run with no cross-device
 communication, metrics are gathered with `multihost_utils.process_allgather`,
-process 0 writes metrics.jsonl and the plot, and orbax writes the checkpoint
-cooperatively (every process calls save / restore). `num_seeds` must be a
-multiple of the global device count (or set `--set num_devices=...`).
+process 0 writes config.json, metrics.jsonl and the plot, and orbax writes the
+checkpoint cooperatively (every process calls save / restore). So `--out` must
+be one directory every process sees (a shared file system), and `num_seeds`
+must be divisible by the number of processes (by default each process takes as
+many local devices as keep `num_seeds` divisible; `--set num_devices=N` picks N
+in all, a multiple of the process count). Results equal a one-process run with
+the same number of devices (tests/agents/test_distributed.py: two processes on
+127.0.0.1, CPU collectives over gloo).
 """
 
 import jax
@@ -20,10 +26,22 @@ import jax
 def initialize(coordinator: str, num_processes: int, process_id: int) -> None:
   """`jax.distributed.initialize`, with gloo CPU collectives when running on CPU."""
   if num_processes is None or process_id is None:
-    raise ValueError("--coordinator needs --num-processes and --process-id")
+    raise ValueError("a coordinator needs num_processes and process_id")
   try:
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
   except (AttributeError, ValueError):  # older / newer jax without the option
     pass
   jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
                              process_id=process_id)
+
+
+def barrier(name: str) -> None:
+  """Wait until every process gets here (a no-op with one process).
+
+  `run.train_run` waits here after every process has looked at the run directory
+  and before process 0 writes to it, so all of them take the same branch (new
+  run, resume, refuse).
+  """
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    multihost_utils.sync_global_devices(name)

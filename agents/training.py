@@ -118,6 +118,36 @@ def schedule(config: TrainConfig) -> Schedule:
   return Schedule(prefill, interval, num_intervals, capacity)
 
 
+def default_devices(config: TrainConfig) -> list:
+  """The devices the seed axis is sharded over, the same on every process.
+
+  One process: the first `num_devices` of `jax.devices()`, by default as many as
+  divide `num_seeds`. Several processes (`jax.distributed`): every process runs
+  every program, so the mesh takes the same number k of local devices from each
+  (k · process_count devices in all, process order), by default the largest k
+  for which that divides `num_seeds`.
+  """
+  procs, local = jax.process_count(), jax.local_device_count()
+  if procs == 1:
+    n = config.num_devices or max(d for d in range(1, local + 1) if config.num_seeds % d == 0)
+    return jax.devices()[:n]
+  if config.num_devices:
+    if config.num_devices % procs or config.num_devices > procs * local:
+      raise ValueError(f"num_devices={config.num_devices} must be a multiple of the "
+                       f"{procs} processes and at most {procs * local}")
+    k = config.num_devices // procs
+  else:
+    fits = [k for k in range(1, local + 1) if config.num_seeds % (k * procs) == 0]
+    if not fits:
+      raise ValueError(f"num_seeds={config.num_seeds} is not divisible by the {procs} "
+                       "processes; use a multiple of the process count")
+    k = max(fits)
+  by_process = {}
+  for d in jax.devices():
+    by_process.setdefault(d.process_index, []).append(d)
+  return [d for p in sorted(by_process) for d in by_process[p][:k]]
+
+
 class Trainer:
   """Compiled programs of a run (init, one interval + evaluation, evaluation).
 
@@ -127,8 +157,8 @@ class Trainer:
       `agent` when None.
     agent: an `Agent` tuple or a registry name ("sac", "sac-fkl").
     env: an environment; built from `config` when None.
-    devices: devices to shard the seed axis over; by default the largest
-      number of `jax.devices()` that divides `num_seeds`.
+    devices: devices to shard the seed axis over; by default
+      `default_devices(config)`.
   """
 
   def __init__(self, config: TrainConfig, agent_config: Any = None, agent: Any = "sac",
@@ -141,11 +171,7 @@ class Trainer:
       raise ValueError(f"{self.agent.name} needs a continuous action space; "
                        f"{config.env!r} is discrete")
     self.schedule = schedule(config)
-    if devices is None:
-      devices = jax.devices()
-      n = config.num_devices or max(d for d in range(1, len(devices) + 1)
-                                    if config.num_seeds % d == 0)
-      devices = devices[:n]
+    devices = default_devices(config) if devices is None else list(devices)
     if config.num_seeds % len(devices):
       raise ValueError(f"num_seeds={config.num_seeds} is not divisible by "
                        f"{len(devices)} devices")
