@@ -115,17 +115,22 @@ def _cmd_list(args) -> int:
   del args
   from rlax_inf import envs  # pylint: disable=g-import-not-at-top
   from rlax_inf.agents import run, training  # pylint: disable=g-import-not-at-top
+  # Static tables: builds no environment and imports neither Brax nor Playground.
   registry = envs.registry()
   print("agents:   " + ", ".join(training.AGENTS))
   print("backends: " + ", ".join(sorted({b for e in registry.values()
                                          for b in e["backends"]})))
-  print("envs (continuous actions, usable by SAC):")
+  print("envs (continuous actions in [-1, 1], usable by SAC; obs / action sizes; "
+        "d = differentiable step):")
   for name, e in registry.items():
     if not e["discrete"]:
       flag = "" if e.get("available", True) else "  [needs the playground extra]"
-      print(f"  {name:<28} backends: {', '.join(e['backends'])}{flag}")
-  print("envs (discrete actions): " + ", ".join(
-      n for n, e in registry.items() if e["discrete"]))
+      diff = "d" if e["differentiable"] else " "
+      print(f"  {name:<26} {e['observation_size']:>4} {e['action_size']:>3} {diff}  "
+            f"backends: {', '.join(e['backends'])}{flag}")
+  print("envs (discrete actions; obs size, number of actions): " + ", ".join(
+      f"{n} ({e['observation_size']}, {e['action_size']})"
+      for n, e in registry.items() if e["discrete"]))
   print("config keys (--set key=value): " + ", ".join(sorted(run.config_keys("sac"))))
   return 0
 

@@ -73,8 +73,15 @@ SUITE_BACKENDS = {
 
 _CLASSIC = {'cartpole': CartPole, 'pendulum': Pendulum}
 
-# (observation_size, action_size) of Brax's envs; the same on every backend.
-# Checked against the built environments in tests/envs/test_registry.py.
+# Static (observation_size, action_size), so that `registry()` builds nothing
+# (building every env takes tens of seconds). All checked against the built
+# environments in tests/envs/test_registry.py (Playground: test_playground.py).
+# Pure-JAX envs, default constructor arguments (garnet: 20 states, 4 actions).
+_PURE_SIZES = {
+    'cartpole': (4, 2), 'pendulum': (3, 1), 'gridworld': (25, 4),
+    'four_rooms': (104, 4), 'chain': (10, 2), 'garnet': (20, 4),
+}
+# Brax's envs; the same on every backend.
 _BRAX_SIZES = {
     'ant': (27, 8), 'halfcheetah': (17, 6), 'hopper': (11, 3),
     'humanoid': (244, 17), 'humanoidstandup': (244, 17),
@@ -186,6 +193,10 @@ def make(name: str, backend: Optional[str] = None, episode_length: int = 1000,
 def registry() -> Dict[str, Dict[str, Any]]:
   """Plain-data description of every environment (for `rlax-inf list`).
 
+  Static: builds no environment and imports neither Brax nor Playground (the
+  sizes are tables checked against the built envs by the tests). The exact
+  spec of one configuration is `make(name, ...).spec`.
+
   Returns:
     {name: {'suite', 'backends', 'default_backend', 'observation_size',
     'action_size', 'discrete', 'action_low', 'action_high', 'differentiable',
@@ -216,20 +227,10 @@ def registry() -> Dict[str, Dict[str, Any]]:
       entry['observation_size'], entry['action_size'] = _PLAYGROUND_SIZES.get(
           name, (None, None))
     else:
-      spec = _pure_jax_spec(name)
-      entry['observation_size'] = spec.observation_size
-      entry['action_size'] = spec.action_size
+      entry['observation_size'], entry['action_size'] = _PURE_SIZES[name]
     if entry['discrete']:
       entry['action_low'] = 0
       entry['action_high'] = entry['action_size'] - 1
     out[name] = entry
   return out
 
-
-_PURE_SPECS = {}
-
-
-def _pure_jax_spec(name: str) -> EnvSpec:
-  if name not in _PURE_SPECS:
-    _PURE_SPECS[name] = make(name).spec
-  return _PURE_SPECS[name]

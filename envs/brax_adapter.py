@@ -27,11 +27,19 @@ _ONLY_BACKENDS = {'swimmer': ('generalized',)}
 _EXCLUDED = ('fast',)
 
 
+# Brax's registry (`brax.envs._envs`) less `_EXCLUDED`, listed here because
+# importing brax takes seconds; tests/envs/test_registry.py checks it against
+# the installed Brax.
+BRAX_NAMES = (
+    'ant', 'halfcheetah', 'hopper', 'humanoid', 'humanoidstandup',
+    'inverted_double_pendulum', 'inverted_pendulum', 'pusher', 'reacher',
+    'swimmer', 'walker2d',
+)
+
+
 def brax_env_names() -> Tuple[str, ...]:
-  """Names of the Brax environments `make` accepts (Brax's registry)."""
-  from brax import envs as brax_envs  # pylint: disable=g-import-not-at-top
-  return tuple(
-      sorted(n for n in brax_envs._envs if n not in _EXCLUDED))  # pylint: disable=protected-access
+  """Names of the Brax environments `make` accepts (a static list)."""
+  return BRAX_NAMES
 
 
 def supported_backends(name: str) -> Tuple[str, ...]:

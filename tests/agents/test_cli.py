@@ -4,6 +4,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 
 import jax
@@ -195,3 +196,24 @@ def test_incomplete_multi_host_flags_exit_2(capsys, tmp_path, flags, needle):
   _one_line_error(capsys, ["train", "--env", "pendulum", "--out", str(tmp_path / "run"),
                            *flags], needle)
   assert not os.path.exists(tmp_path / "run")
+
+
+def test_list_is_static_and_complete():
+  """`rlax-inf list` builds no env and imports neither Brax nor Playground (fast)."""
+  code = ("import contextlib, io, json, sys\n"
+          "from rlax_inf.agents import cli\n"
+          "buf = io.StringIO()\n"
+          "with contextlib.redirect_stdout(buf):\n"
+          "  rc = cli.main(['list'])\n"
+          "print(json.dumps([rc, buf.getvalue(), 'brax' in sys.modules,\n"
+          "                  'mujoco_playground' in sys.modules]))\n")
+  res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       check=True, timeout=300)
+  rc, out, brax_imported, playground_imported = json.loads(res.stdout.splitlines()[-1])
+  assert rc == 0 and not brax_imported and not playground_imported
+  from rlax_inf import envs  # pylint: disable=g-import-not-at-top
+  for name in envs.list_envs():
+    assert name in out, name
+  lines = {l.split()[0]: l.split() for l in out.splitlines() if l.startswith("  ")}
+  assert lines["hopper"][:3] == ["hopper", "11", "3"] and lines["hopper"][3] == "d"
+  assert "cartpole (4, 2)" in out
