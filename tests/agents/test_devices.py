@@ -29,8 +29,8 @@ SCRIPT = textwrap.dedent("""
 
 
 def test_one_and_four_devices_agree():
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
-             JAX_PLATFORMS="cpu")
+  flags = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
+  env = dict(os.environ, XLA_FLAGS=flags.strip(), JAX_PLATFORMS="cpu")
   res = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True,
                        text=True, timeout=600)
   assert res.returncode == 0 and "AGREE" in res.stdout, res.stderr[-4000:]
