@@ -188,7 +188,8 @@ class Trainer:
     return lo + (action + 1.0) * 0.5 * (hi - lo)
 
   def _env_step(self, env_state, action):
-    return jax.vmap(self.env.step)(env_state, self._scale(action))
+    # = jax.vmap(self.env.step), but fresh resets only for the envs that finished.
+    return self.env.batch_step(env_state, self._scale(action))
 
   def _collect(self, agent_state, replay, env_state, action):
     next_state = self._env_step(env_state, action)

@@ -1,13 +1,17 @@
 """Environment steps per second: rlax_inf.envs vs raw stepping, same run.
 
-For each environment and num_envs, two jitted `lax.scan`s of K vmapped steps
-are timed, interleaved run by run:
+For each environment and num_envs, three jitted `lax.scan`s of K batched
+steps are timed, interleaved run by run:
 * ours: `jax.vmap(env.step)` (time limit, auto-reset with a fresh random
   initial state, metrics, action checks);
+* batch: `env.batch_step` (the same result; a fresh reset is computed only for
+  the envs whose episode ended);
 * raw: Brax envs: `brax.envs.create(name, backend, episode_length)` (Brax's
   EpisodeWrapper + AutoResetWrapper, which reuses one cached initial state);
   pure-JAX envs: the bare `core_step` with no time limit, reset or metrics.
-overhead = ours_time / raw_time − 1.
+overhead = ours_time / raw_time − 1 (and batch_time / raw_time − 1). The
+fraction of env steps that end an episode (`done`) is reported: resets are
+what `batch_step` saves.
 
     python -m benchmarks.envs                 # defaults below
     python -m benchmarks.envs --quick         # fewer sizes / steps
@@ -31,11 +35,11 @@ def _actions(env, num_envs):
   return jnp.full((num_envs, env.action_size), 0.1, jnp.float32)
 
 
-def _ours(env, num_envs, steps):
+def _ours(env, num_envs, steps, batched=False):
   states = jax.jit(jax.vmap(env.reset))(
       jax.random.split(jax.random.PRNGKey(0), num_envs))
   actions = _actions(env, num_envs)
-  step = jax.vmap(env.step)
+  step = env.batch_step if batched else jax.vmap(env.step)
 
   @jax.jit
   def run(s):
@@ -43,6 +47,23 @@ def _ours(env, num_envs, steps):
                         length=steps)[0]
 
   return lambda: run(states)
+
+
+def _done_fraction(env, num_envs, steps):
+  """Fraction of (env, step) pairs, and of steps, where an episode ended."""
+  states = jax.jit(jax.vmap(env.reset))(
+      jax.random.split(jax.random.PRNGKey(0), num_envs))
+  actions = _actions(env, num_envs)
+
+  @jax.jit
+  def run(s):
+    def body(s, _):
+      s = jax.vmap(env.step)(s, actions)
+      return s, s.done
+    return jax.lax.scan(body, s, None, length=steps)[1]
+
+  done = run(states)
+  return float(jnp.mean(done)), float(jnp.mean(jnp.any(done > 0, axis=1)))
 
 
 def _raw(env, num_envs, steps, episode_length):
@@ -94,14 +115,19 @@ def main():
     for n in sizes:
       t = _common.time_interleaved(
           {'ours': _ours(env, n, args.steps),
+           'batch': _ours(env, n, args.steps, batched=True),
            'raw': _raw(env, n, args.steps, args.episode_length)},
           repeats=args.repeats, warmup=1)
       ours = n * args.steps / t['ours']['median_s']
+      batch = n * args.steps / t['batch']['median_s']
       raw = n * args.steps / t['raw']['median_s']
+      done, any_done = _done_fraction(env, n, args.steps)
       rows.append({
           'env': name, 'suite': env.spec.suite, 'backend': env.spec.backend,
-          'num_envs': n, 'ours_steps_per_s': ours, 'raw_steps_per_s': raw,
-          'overhead': raw / ours - 1.0,
+          'num_envs': n, 'ours_steps_per_s': ours,
+          'batch_steps_per_s': batch, 'raw_steps_per_s': raw,
+          'overhead': raw / ours - 1.0, 'batch_overhead': raw / batch - 1.0,
+          'done_fraction': done, 'steps_with_done_fraction': any_done,
       })
       print(rows[-1], flush=True)
 
@@ -116,13 +142,20 @@ def main():
         'scan, median of interleaved runs). raw = Brax\'s own '
         'EpisodeWrapper + AutoResetWrapper (cached reset state) for Brax '
         'envs; the bare core step (no time limit / reset / metrics) for '
-        'pure-JAX envs. overhead = raw / ours − 1 (target ≤ 5%).', '',
-        '| env | backend | num_envs | ours (steps/s) | raw (steps/s) | '
-        'overhead |', '|---|---|---|---|---|---|']
+        'pure-JAX envs. vmap(step): `jax.vmap(env.step)`; batch_step: '
+        '`env.batch_step` (resets only where an episode ended). overhead = '
+        'raw / ours − 1 (target ≤ 5%). done: fraction of env steps that end '
+        'an episode (constant action 0.1 from reset, episode_length '
+        f'{args.episode_length}).', '',
+        '| env | backend | num_envs | vmap(step) (steps/s) | batch_step '
+        '(steps/s) | raw (steps/s) | vmap(step) overhead | batch_step '
+        'overhead | done |', '|---|---|---|---|---|---|---|---|---|']
   for r in rows:
     md.append(f'| {r["env"]} | {r["backend"]} | {r["num_envs"]} | '
-              f'{r["ours_steps_per_s"]:,.0f} | {r["raw_steps_per_s"]:,.0f} | '
-              f'{100 * r["overhead"]:+.1f}% |')
+              f'{r["ours_steps_per_s"]:,.0f} | {r["batch_steps_per_s"]:,.0f} | '
+              f'{r["raw_steps_per_s"]:,.0f} | {100 * r["overhead"]:+.1f}% | '
+              f'{100 * r["batch_overhead"]:+.1f}% | '
+              f'{100 * r["done_fraction"]:.1f}% |')
   _common.write_results('envs', {'command': cmd, 'machine': mach,
                                  'steps_per_scan': args.steps, 'rows': rows},
                         '\n'.join(md) + '\n')

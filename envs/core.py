@@ -14,12 +14,14 @@ and no suite should re-implement:
   initial key; every episode starts from a fresh random initial state),
 * per-episode metrics.
 
-Users vmap: `jax.vmap(env.reset)(keys)`, `jax.vmap(env.step)(states, actions)`.
+Users vmap: `jax.vmap(env.reset)(keys)`, `jax.vmap(env.step)(states, actions)`,
+or `env.batch_step(states, actions)`: the same result, but a fresh reset is
+computed only for the envs whose episode ended (see `Environment.batch_step`).
 """
 
 import abc
 import dataclasses
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import chex
 from flax import struct
@@ -212,6 +214,10 @@ class Environment(abc.ABC):
     [action_low, action_high]. Discrete actions are clipped to
     [0, action_size - 1].
 
+    Under `jax.vmap` the fresh reset (`fresh_resets=True`) is computed for
+    every env at every step and selected where an episode ended; `batch_step`
+    steps a batch and computes resets only for the envs that need one.
+
     Args:
       state: the current `State` of one (unbatched) environment.
       action: continuous: floating [action_size]; discrete: integer [].
@@ -221,6 +227,68 @@ class Environment(abc.ABC):
 
     Raises:
       ValueError: at trace time, if `action` has the wrong shape or dtype.
+    """
+    stepped, key_reset = self._advance(state, action)
+    if self.fresh_resets:
+      reset = self.core_reset(key_reset)
+    else:
+      reset = state.cached_reset
+    return _apply_reset(stepped, reset)
+
+  def batch_step(self, state: State, action: Array,
+                 reset_chunk: Optional[int] = None) -> State:
+    """`jax.vmap(self.step)` over a leading batch axis, resetting only when needed.
+
+    Same result as `jax.vmap(self.step)(state, action)` (same keys, flags,
+    metrics and reset states), cheaper with `fresh_resets=True`: the batch is
+    stepped without resets, then a `lax.while_loop` resets the envs whose
+    episode ended, `reset_chunk` of them per iteration (found with
+    `jnp.nonzero`, gathered, reset with `core_reset`, scattered back). A step
+    where no episode ends computes no reset; one where k ended computes
+    ceil(k / reset_chunk) × reset_chunk. Under an outer `jax.vmap` (e.g. over
+    seeds) the loop runs the largest iteration count of the batch (masked for
+    the others), so no collective over that axis is needed. With
+    `fresh_resets=False` this is exactly `jax.vmap(self.step)`.
+
+    Args:
+      state: `State` with a leading batch axis [B] on every leaf.
+      action: [B, action_size] floating, or [B] integer (discrete).
+      reset_chunk: envs reset per loop iteration; default max(1, B // 16).
+
+    Returns:
+      The next `State`, batched [B].
+    """
+    if not self.fresh_resets:
+      return jax.vmap(self.step)(state, action)
+    stepped, key_reset = jax.vmap(self._advance)(state, action)
+    num = stepped.done.shape[0]
+    chunk = max(1, num // 16) if reset_chunk is None else int(reset_chunk)
+    if not 1 <= chunk <= num:
+      raise ValueError(f'reset_chunk must be in [1, {num}]; got {reset_chunk}.')
+
+    def pending(carry):
+      return jnp.any(carry[2])
+
+    def reset_some(carry):
+      inner, obs, todo = carry
+      # Indices of up to `chunk` envs still to reset; `num` (out of range)
+      # pads, and scatters to it are dropped.
+      idx = jnp.nonzero(todo, size=chunk, fill_value=num)[0]
+      r_inner, r_obs = jax.vmap(self.core_reset)(
+          key_reset[jnp.minimum(idx, num - 1)])
+      put = lambda x, r: x.at[idx].set(r.astype(x.dtype), mode='drop')
+      return (jax.tree.map(put, inner, r_inner), put(obs, jnp.asarray(r_obs)),
+              todo.at[idx].set(False, mode='drop'))
+
+    inner, obs, _ = jax.lax.while_loop(
+        pending, reset_some, (stepped.inner, stepped.obs, stepped.done > 0))
+    return stepped.replace(inner=inner, obs=obs)
+
+  def _advance(self, state: State, action: Array) -> Tuple[State, Array]:
+    """`step` without the reset: (next State before auto-reset, reset key).
+
+    Every field is final except `obs` and `inner`, which are still the ones
+    of the transition just taken where `done` (`_apply_reset` replaces them).
     """
     action = self.check_action(action)
     if self.fresh_resets or self.stochastic_dynamics:
@@ -235,19 +303,7 @@ class Environment(abc.ABC):
     time_up = (steps >= self.spec.episode_length).astype(jnp.float32)
     truncated = time_up * (1.0 - terminated)
     done = jnp.maximum(terminated, truncated)
-
-    # Auto-reset. The reset is computed every step: under vmap a cond would
-    # run both branches anyway, and a fresh reset keeps episodes independent
-    # (Brax's AutoResetWrapper reuses ONE cached initial state per env).
-    if self.fresh_resets:
-      reset_inner, reset_obs = self.core_reset(key_reset)
-    else:
-      reset_inner, reset_obs = state.cached_reset
     is_done = done > 0
-    select = lambda a, b: jax.tree.map(
-        lambda x, y: jnp.where(is_done, x, y), a, b)
-    new_inner = select(reset_inner, inner)
-    new_obs = jnp.where(is_done, reset_obs, obs)
 
     m = state.metrics
     running_return = m['running_return'] + reward
@@ -261,19 +317,20 @@ class Environment(abc.ABC):
         'running_length': jnp.where(is_done, 0.0, running_length),
         'episodes_completed': m['episodes_completed'] + done,
     }
-    return State(
-        obs=new_obs,
+    stepped = State(
+        obs=obs,
         reward=reward,
         done=done,
         terminated=terminated,
         truncated=truncated,
         final_obs=obs,
         metrics=metrics,
-        inner=new_inner,
+        inner=inner,
         steps=jnp.where(is_done, 0, steps),
         key=key,
         cached_reset=state.cached_reset,
     )
+    return stepped, key_reset
 
   # --- helpers ----------------------------------------------------------
 
@@ -331,3 +388,13 @@ class Environment(abc.ABC):
     keys = jax.random.split(jax.random.fold_in(key, 1), repeat - 1)
     carry, _ = jax.lax.scan(body, carry, keys)
     return carry
+
+
+def _apply_reset(stepped: State, reset: Tuple[Any, Array]) -> State:
+  """Where `stepped.done`, replaces `inner` / `obs` by the reset's."""
+  reset_inner, reset_obs = reset
+  is_done = stepped.done > 0
+  inner = jax.tree.map(lambda x, y: jnp.where(is_done, x, y), reset_inner,
+                       stepped.inner)
+  return stepped.replace(inner=inner,
+                         obs=jnp.where(is_done, reset_obs, stepped.obs))

@@ -252,3 +252,67 @@ def test_cached_resets_reuse_one_initial_state():
   np.testing.assert_array_equal(starts[0], starts[1])
   np.testing.assert_array_equal(starts[0], starts[2])
   np.testing.assert_array_equal(starts[0], s.cached_reset[1])
+
+
+@functools.lru_cache(maxsize=None)
+def _batch_rollout_fn(env, reset_chunk):
+  """`_rollout_fn` with the same keys, stepping the batch with `batch_step`."""
+
+  def run(keys):
+    k_reset, k_act = jnp.moveaxis(jax.vmap(jax.random.split)(keys), 1, 0)
+    s0 = jax.vmap(env.reset)(k_reset)
+    step_keys = jnp.moveaxis(
+        jax.vmap(lambda k: jax.random.split(k, T))(k_act), 1, 0)
+
+    def body(s, k):
+      a = jax.vmap(functools.partial(_policy, env))(k, s.obs)
+      s = env.batch_step(s, a, reset_chunk=reset_chunk)
+      return s, s
+
+    _, traj = jax.lax.scan(body, s0, step_keys)
+    return s0, jax.tree.map(lambda x: jnp.moveaxis(x, 0, 1), traj)
+
+  return jax.jit(run)
+
+
+def _assert_same_rollout(a, b):
+  """Flags, counters and keys equal; floats equal up to vectorisation rounding."""
+  for f in ('done', 'terminated', 'truncated', 'steps', 'key'):
+    np.testing.assert_array_equal(getattr(a[1], f), getattr(b[1], f), err_msg=f)
+  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5,
+                                                       atol=1e-5), a, b)
+
+
+@pytest.mark.parametrize('name', ['pendulum', 'cartpole'])
+@pytest.mark.parametrize('reset_chunk', [1, None, N_ENVS])
+def test_batch_step_equals_vmapped_step(name, reset_chunk):
+  ref = _rollout(name)
+  # Several envs end on one step: chunk 1 loops, N_ENVS resets all at once.
+  assert ref[1].done.sum(axis=0).max() > 1
+  keys = jax.random.split(jax.random.PRNGKey(0), N_ENVS)
+  out = jax.tree.map(np.asarray,
+                     _batch_rollout_fn(_env(name), reset_chunk)(keys))
+  _assert_same_rollout(ref, out)
+
+
+def test_batch_step_under_outer_vmap():
+  """Vmapped over seeds (as training does): each seed as if run alone."""
+  env = _env('cartpole')
+  keys = jax.random.split(jax.random.PRNGKey(0), 2 * N_ENVS).reshape(
+      2, N_ENVS, 2)
+  seeds = jax.jit(jax.vmap(_batch_rollout_fn(env, 3)))(keys)
+  for i in range(2):
+    alone = _rollout_fn(env)(keys[i])
+    _assert_same_rollout(jax.tree.map(np.asarray, alone),
+                         jax.tree.map(lambda x: np.asarray(x[i]), seeds))
+
+
+def test_batch_step_cached_resets_and_bad_chunk():
+  env = envs.make('cartpole', episode_length=3, fresh_resets=False)
+  s = jax.vmap(env.reset)(jax.random.split(jax.random.PRNGKey(0), 4))
+  a = jnp.ones((4,), jnp.int32)
+  jax.tree.map(np.testing.assert_array_equal, env.batch_step(s, a),
+               jax.vmap(env.step)(s, a))
+  with pytest.raises(ValueError, match='reset_chunk'):
+    _env('cartpole').batch_step(jax.vmap(_env('cartpole').reset)(
+        jax.random.split(jax.random.PRNGKey(0), 4)), a, reset_chunk=5)
