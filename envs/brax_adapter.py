@@ -8,7 +8,7 @@ termination / truncation split and fresh random resets are the same for every
 suite, and one unbatched environment is stepped per call (users vmap).
 """
 
-from typing import Any, Tuple
+from typing import Any, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -55,12 +55,20 @@ class BraxEnv(core.Environment):
     backend: one of `supported_backends(name)`.
     episode_length: time limit in agent steps.
     action_repeat: Brax env steps per agent step.
+    solver_iterations: None keeps the environment's own setting. An int
+      replaces the maximum number of constraint-solver iterations of the
+      physics: `sys.opt.iterations` on 'mjx' (MuJoCo's `opt.iterations`),
+      `sys.solver_iterations` on 'generalized'. On 'mjx', 1 makes the solver a
+      single step instead of a `lax.while_loop`, which reverse-mode
+      differentiation needs (see `rlax_inf.envs.GRADIENT_NOTES`). 'spring' and
+      'positional' have no such solver: ValueError.
     **kwargs: passed to the Brax environment's constructor (e.g.
       `n_frames`, `terminate_when_unhealthy`).
   """
 
   def __init__(self, name: str, backend: str, episode_length: int,
-               action_repeat: int, **kwargs):
+               action_repeat: int, solver_iterations: Optional[int] = None,
+               **kwargs):
     from brax import envs as brax_envs  # pylint: disable=g-import-not-at-top
     choices = supported_backends(name)
     if backend not in choices:
@@ -68,6 +76,9 @@ class BraxEnv(core.Environment):
           f'Unknown backend {backend!r} for Brax env {name!r}; choose one of '
           f'{list(choices)}.')
     self.brax_env = brax_envs.get_environment(name, backend=backend, **kwargs)
+    if solver_iterations is not None:
+      self.brax_env.sys = _with_solver_iterations(
+          self.brax_env.sys, backend, solver_iterations)
     obs = jax.eval_shape(self.brax_env.reset, jax.random.PRNGKey(0)).obs
     if not hasattr(obs, 'shape') or len(obs.shape) != 1:
       raise ValueError(f'Brax env {name!r} has a non-flat observation; only '
@@ -98,6 +109,21 @@ class BraxEnv(core.Environment):
     inner = inner.replace(metrics=dict(inner.metrics), info=dict(inner.info))
     inner = canonical_state(self.brax_env.step(inner, action))
     return inner, inner.obs, inner.reward, inner.done
+
+
+def _with_solver_iterations(sys, backend: str, iterations: int):
+  """`sys` with the constraint solver's maximum iterations replaced."""
+  if isinstance(iterations, bool) or not isinstance(iterations, int) or (
+      iterations < 1):
+    raise ValueError(
+        f'solver_iterations must be an int >= 1 or None; got {iterations!r}.')
+  if backend == 'mjx':
+    return sys.tree_replace({'opt.iterations': iterations})
+  if backend == 'generalized':
+    return sys.replace(solver_iterations=iterations)
+  raise ValueError(
+      f'solver_iterations applies to the mjx and generalized backends; '
+      f'{backend!r} has no iterative constraint solver.')
 
 
 def canonical_state(state, with_info: bool = True):

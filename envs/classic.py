@@ -103,8 +103,11 @@ class Pendulum(core.Environment):
     return jnp.stack([jnp.cos(s[0]), jnp.sin(s[0]), s[1]])
 
   def core_reset(self, key):
-    s = jax.random.uniform(key, (2,), jnp.float32,
-                           jnp.array([-jnp.pi, -1.0]), jnp.array([jnp.pi, 1.0]))
+    # The default float dtype: float64 under `jax.enable_x64` (gradient
+    # checks), so that `step` keeps the state's dtype.
+    dtype = jnp.result_type(float)
+    s = jax.random.uniform(key, (2,), dtype, jnp.array([-jnp.pi, -1.0], dtype),
+                           jnp.array([jnp.pi, 1.0], dtype))
     return s, self._obs(s)
 
   stochastic_dynamics = False
