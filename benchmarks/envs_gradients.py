@@ -83,14 +83,6 @@ def _actions(env, horizon):
       -ACTION_SCALE, ACTION_SCALE, (horizon, env.action_size)).astype(np.float32)
 
 
-def _central_differences(value, actions, eps):
-  fd = np.zeros(actions.shape)
-  for idx in np.ndindex(*actions.shape):
-    fd[idx] = (float(value(actions.at[idx].add(eps))) -
-               float(value(actions.at[idx].add(-eps)))) / (2 * eps)
-  return fd
-
-
 def measure(name, backend, solver_iterations, mode, horizon, x64, start=None):
   """One case in one dtype: gradient, finite differences, timings.
 
@@ -120,7 +112,7 @@ def measure(name, backend, solver_iterations, mode, horizon, x64, start=None):
     row['grad_seconds'] = time.perf_counter() - t0
     row['any_done'] = bool(jax.jit(objective)(actions)[1])
     row['obs_dtype'] = str(jax.eval_shape(env.reset, jax.random.PRNGKey(0)).obs.dtype)
-    fds = {eps: _central_differences(value, actions, eps) for eps in EPS[x64]}
+    fds = {eps: envs.central_differences(value, actions, eps) for eps in EPS[x64]}
   rel = {eps: float(np.linalg.norm(grad - fd) / np.linalg.norm(fd))
          for eps, fd in fds.items()}
   row['rel_same_by_eps'] = {f'{e:g}': r for e, r in rel.items()}

@@ -40,6 +40,7 @@ from typing import Any, Dict, List, Optional
 from rlax_inf.envs import brax_adapter
 from rlax_inf.envs import classic
 from rlax_inf.envs import core
+from rlax_inf.envs import differentiation
 from rlax_inf.envs import normalization
 from rlax_inf.envs import playground
 from rlax_inf.envs import tabular
@@ -50,6 +51,7 @@ from rlax_inf.envs.core import EnvSpec
 from rlax_inf.envs.core import Environment
 from rlax_inf.envs.core import METRIC_NAMES
 from rlax_inf.envs.core import State
+from rlax_inf.envs.differentiation import central_differences
 from rlax_inf.envs.normalization import RunningStatistics
 from rlax_inf.envs.normalization import batch_statistics
 from rlax_inf.envs.normalization import denormalize

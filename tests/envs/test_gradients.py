@@ -21,14 +21,6 @@ def _rel_err(g, fd):
   return float(np.linalg.norm(np.asarray(g) - fd) / np.linalg.norm(fd))
 
 
-def _central_differences(value, actions, eps):
-  fd = np.zeros(actions.shape)
-  for idx in np.ndindex(*actions.shape):
-    fd[idx] = (float(value(actions.at[idx].add(eps))) -
-               float(value(actions.at[idx].add(-eps)))) / (2 * eps)
-  return fd
-
-
 def _final_obs_objective(env, s0):
   """J(actions) = w · final_obs after len(actions) steps from s0 (w fixed)."""
   w = jnp.asarray(np.random.default_rng(7).normal(size=env.observation_size),
@@ -83,7 +75,7 @@ def test_pendulum_float32_gradient_is_accurate_float32_differences_are_not():
       objective = _final_obs_objective(env, s0)
       a = jnp.asarray(actions, s0.obs.dtype)
       grad = np.asarray(jax.jit(jax.grad(objective))(a), np.float64)
-      fd = _central_differences(jax.jit(objective), a, 1e-2 if not x64 else 1e-5)
+      fd = envs.central_differences(jax.jit(objective), a, 1e-2 if not x64 else 1e-5)
       out[x64] = grad, fd
   (g32, fd32), (g64, fd64) = out[False], out[True]
   # Measured: 1.1e-10, 7.3e-8, 6.9e-5.
@@ -131,5 +123,5 @@ def test_mjx_reverse_mode_needs_one_solver_iteration():
   value_and_grad = jax.jit(jax.value_and_grad(_final_obs_objective(one, s0)))
   grad = value_and_grad(actions)[1]
   assert np.all(np.isfinite(grad)) and np.all(grad != 0)
-  fd = _central_differences(lambda a: value_and_grad(a)[0], actions, 1e-2)
+  fd = envs.central_differences(lambda a: value_and_grad(a)[0], actions, 1e-2)
   assert _rel_err(grad, fd) < 1e-3
