@@ -34,8 +34,6 @@ def main(args, overrides=None) -> int:
   dirs = []
   for agent in ("sac", "sac-fkl"):
     out = os.path.join(args.out, agent)
-    if os.path.exists(os.path.join(out, run.CONFIG_FILE)) and not args.resume:
-      raise run.UsageError(f"{out!r} already holds a run; pass --resume or another --out")
     train_cfg, agent_cfg = run.make_configs(agent, sets, env=args.env, backend=backend,
                                             num_seeds=args.seeds, total_steps=steps)
     summaries.append(run.train_run(out, agent, train_cfg, agent_cfg, resume=args.resume,
