@@ -1,15 +1,18 @@
 """Environment steps per second: rlax_inf.envs vs raw stepping, same run.
 
-For each environment and num_envs, three jitted `lax.scan`s of K batched
+For each environment and num_envs, four jitted `lax.scan`s of K batched
 steps are timed, interleaved run by run:
 * ours: `jax.vmap(env.step)` (time limit, auto-reset with a fresh random
   initial state, metrics, action checks);
 * batch: `env.batch_step` (the same result; a fresh reset is computed only for
   the envs whose episode ended);
+* cached: `env.batch_step` of `make(..., fresh_resets=False)`: every
+  auto-reset reuses one initial state per env, as Brax's AutoResetWrapper
+  does, so this column against raw Brax is the wrapper's own overhead;
 * raw: Brax envs: `brax.envs.create(name, backend, episode_length)` (Brax's
   EpisodeWrapper + AutoResetWrapper, which reuses one cached initial state);
   pure-JAX envs: the bare `core_step` with no time limit, reset or metrics.
-overhead = ours_time / raw_time − 1 (and batch_time / raw_time − 1). The
+overhead = ours_time / raw_time − 1 (and likewise for batch and cached). The
 fraction of env steps that end an episode (`done`) is reported: resets are
 what `batch_step` saves.
 
@@ -93,12 +96,10 @@ def main():
                       help='comma-separated name[:backend]')
   parser.add_argument('--num-envs', default='1,64,1024')
   parser.add_argument('--steps', type=int, default=100,
-                      help='steps per timed scan')
+                      help='steps per timed scan (at most 20480 / num_envs, '
+                      'at least 10)')
   parser.add_argument('--repeats', type=int, default=5)
   parser.add_argument('--episode-length', type=int, default=1000)
-  parser.add_argument('--fresh-resets', type=int, default=1, choices=(0, 1),
-                      help='0: make(..., fresh_resets=False), Brax-style '
-                      'cached reset (what raw Brax does)')
   parser.add_argument('--quick', action='store_true',
                       help='num_envs 1,64 and 50 steps')
   args = parser.parse_args()
@@ -109,24 +110,28 @@ def main():
   rows = []
   for spec in args.envs.split(','):
     name, _, backend = spec.partition(':')
-    env = envs.make(name, backend=backend or None,
-                    episode_length=args.episode_length,
-                    fresh_resets=bool(args.fresh_resets))
+    make = lambda fresh: envs.make(name, backend=backend or None,  # pylint: disable=cell-var-from-loop
+                                   episode_length=args.episode_length,
+                                   fresh_resets=fresh)
+    env, cached_env = make(True), make(False)
     for n in sizes:
+      steps = max(10, min(args.steps, 20480 // n))
       t = _common.time_interleaved(
-          {'ours': _ours(env, n, args.steps),
-           'batch': _ours(env, n, args.steps, batched=True),
-           'raw': _raw(env, n, args.steps, args.episode_length)},
+          {'ours': _ours(env, n, steps),
+           'batch': _ours(env, n, steps, batched=True),
+           'cached': _ours(cached_env, n, steps, batched=True),
+           'raw': _raw(env, n, steps, args.episode_length)},
           repeats=args.repeats, warmup=1)
-      ours = n * args.steps / t['ours']['median_s']
-      batch = n * args.steps / t['batch']['median_s']
-      raw = n * args.steps / t['raw']['median_s']
-      done, any_done = _done_fraction(env, n, args.steps)
+      rate = {k: n * steps / v['median_s'] for k, v in t.items()}
+      done, any_done = _done_fraction(env, n, steps)
       rows.append({
           'env': name, 'suite': env.spec.suite, 'backend': env.spec.backend,
-          'num_envs': n, 'ours_steps_per_s': ours,
-          'batch_steps_per_s': batch, 'raw_steps_per_s': raw,
-          'overhead': raw / ours - 1.0, 'batch_overhead': raw / batch - 1.0,
+          'num_envs': n, 'steps_per_scan': steps,
+          'ours_steps_per_s': rate['ours'], 'batch_steps_per_s': rate['batch'],
+          'cached_steps_per_s': rate['cached'], 'raw_steps_per_s': rate['raw'],
+          'overhead': rate['raw'] / rate['ours'] - 1.0,
+          'batch_overhead': rate['raw'] / rate['batch'] - 1.0,
+          'cached_overhead': rate['raw'] / rate['cached'] - 1.0,
           'done_fraction': done, 'steps_with_done_fraction': any_done,
       })
       print(rows[-1], flush=True)
@@ -137,27 +142,33 @@ def main():
         f'Command: `{cmd}`  ',
         f'Machine: {mach["cpu"]}, {mach["cores"]} cores, jax {mach["jax"]} '
         f'({mach["backend"]}).', '',
-        f'fresh_resets={bool(args.fresh_resets)}. '
-        f'Env steps per second (num_envs × {args.steps} steps per jitted '
-        'scan, median of interleaved runs). raw = Brax\'s own '
-        'EpisodeWrapper + AutoResetWrapper (cached reset state) for Brax '
-        'envs; the bare core step (no time limit / reset / metrics) for '
-        'pure-JAX envs. vmap(step): `jax.vmap(env.step)`; batch_step: '
-        '`env.batch_step` (resets only where an episode ended). overhead = '
+        'Env steps per second (num_envs × steps per jitted scan, steps = '
+        f'max(10, min({args.steps}, 20480 / num_envs)); median of '
+        f'{args.repeats} interleaved runs). raw = Brax\'s own EpisodeWrapper '
+        '+ AutoResetWrapper (cached reset state) for Brax envs; the bare core '
+        'step (no time limit / reset / metrics / keys) for pure-JAX envs. '
+        'vmap(step): `jax.vmap(env.step)` with fresh resets (the default); '
+        'batch_step: `env.batch_step`, the same result, resets computed only '
+        'where an episode ended; cached: `env.batch_step` with '
+        '`fresh_resets=False` (one cached initial state per env, what raw '
+        'Brax does): the like-for-like wrapper overhead. overhead = '
         'raw / ours − 1 (target ≤ 5%). done: fraction of env steps that end '
         'an episode (constant action 0.1 from reset, episode_length '
         f'{args.episode_length}).', '',
-        '| env | backend | num_envs | vmap(step) (steps/s) | batch_step '
-        '(steps/s) | raw (steps/s) | vmap(step) overhead | batch_step '
-        'overhead | done |', '|---|---|---|---|---|---|---|---|---|']
+        '| env | backend | num_envs | vmap(step) steps/s | batch_step steps/s '
+        '| cached steps/s | raw steps/s | vmap(step) overhead | batch_step '
+        'overhead | cached overhead | done |',
+        '|---|---|---|---|---|---|---|---|---|---|---|']
   for r in rows:
     md.append(f'| {r["env"]} | {r["backend"]} | {r["num_envs"]} | '
               f'{r["ours_steps_per_s"]:,.0f} | {r["batch_steps_per_s"]:,.0f} | '
+              f'{r["cached_steps_per_s"]:,.0f} | '
               f'{r["raw_steps_per_s"]:,.0f} | {100 * r["overhead"]:+.1f}% | '
               f'{100 * r["batch_overhead"]:+.1f}% | '
+              f'{100 * r["cached_overhead"]:+.1f}% | '
               f'{100 * r["done_fraction"]:.1f}% |')
   _common.write_results('envs', {'command': cmd, 'machine': mach,
-                                 'steps_per_scan': args.steps, 'rows': rows},
+                                 'max_steps_per_scan': args.steps, 'rows': rows},
                         '\n'.join(md) + '\n')
 
 

@@ -8,6 +8,9 @@
       16 gradient updates per env step, 256x256 networks, one seed): env steps/s
       after compilation (targets ours/brax >= 1.5) and time to the end of the
       first training interval, i.e. mostly compilation (target <= 0.5x brax's).
+  python -m benchmarks.sac update [--updates 64 --repeats 9]
+      The SAC gradient update alone, ours vs brax.training's sgd step on the same
+      batches: ms per update and compile time.
 
 Results go to benchmarks/results/sac_<mode>.json / .md with the command and the machine.
 """
@@ -111,8 +114,10 @@ def _ours(args):
                              num_eval_envs=s["num_eval_envs"], episode_length=s["episode_length"],
                              # Brax's AutoResetWrapper reuses one cached initial state.
                              fresh_resets=False)
+  # Env construction (Brax system loading) is outside both timings, as in `_brax`.
+  env = training.make_env(cfg)
   t0 = time.time()
-  trainer = training.Trainer(cfg, sac.SACConfig(hidden=s["hidden"]), "sac")
+  trainer = training.Trainer(cfg, sac.SACConfig(hidden=s["hidden"]), "sac", env=env)
   ts = trainer.init(trainer.seed_keys())
   ts, m = trainer.run_interval(ts)
   jax.block_until_ready(m)
@@ -190,6 +195,104 @@ def _brax(args):
               stamps=stamps)
 
 
+def _update_programs(k_updates, seed=0):
+  """Jitted scans of `k_updates` SAC updates: ours (`sac.update`) and brax.training's
+  sgd step rebuilt from its own losses and `gradient_update_fn` (no pmap axis), on the
+  same random batches (inverted_pendulum sizes: 4 observations, 1 action)."""
+  import optax  # pylint: disable=g-import-not-at-top
+  from brax.training import gradients, types  # pylint: disable=g-import-not-at-top
+  from brax.training.acme import running_statistics, specs  # pylint: disable=g-import-not-at-top
+  from brax.training.agents.sac import losses as brax_losses  # pylint: disable=g-import-not-at-top
+  from brax.training.agents.sac import networks as brax_networks  # pylint: disable=g-import-not-at-top
+  from rlax_inf.agents import replay, sac  # pylint: disable=g-import-not-at-top
+  obs_size, action_size, b, hidden = 4, 1, SPEED["batch_size"], SPEED["hidden"]
+  ks = jax.random.split(jax.random.PRNGKey(seed), 6)
+  shape = (k_updates, b)
+  obs = jax.random.normal(ks[0], shape + (obs_size,))
+  next_obs = jax.random.normal(ks[1], shape + (obs_size,))
+  action = jax.numpy.tanh(jax.random.normal(ks[2], shape + (action_size,)))
+  reward = jax.random.normal(ks[3], shape)
+  zeros = jax.numpy.zeros(shape)
+
+  spec = argparse.Namespace(observation_size=obs_size, action_size=action_size)
+  ours_state = sac.init(ks[4], spec, sac.SACConfig(hidden=hidden))
+  ours_batches = replay.Transition(obs=obs, action=action, reward=reward, terminated=zeros,
+                                   next_obs=next_obs)
+  ours = jax.jit(lambda st, bs: jax.lax.scan(sac.update, st, bs))
+
+  net = brax_networks.make_sac_networks(
+      obs_size, action_size, preprocess_observations_fn=running_statistics.normalize,
+      hidden_layer_sizes=hidden)
+  alpha_loss, critic_loss, actor_loss = brax_losses.make_losses(net, 1.0, 0.99, action_size)
+  opt = optax.adam(3e-4)
+  alpha_update = gradients.gradient_update_fn(alpha_loss, opt, None)
+  critic_update = gradients.gradient_update_fn(critic_loss, opt, None)
+  actor_update = gradients.gradient_update_fn(actor_loss, opt, None)
+  normalizer = running_statistics.init_state(specs.Array((obs_size,), jax.numpy.float32))
+  policy, q = net.policy_network.init(ks[5]), net.q_network.init(ks[5])
+  log_alpha = jax.numpy.zeros(())
+  brax_state = (policy, q, q, log_alpha, opt.init(policy), opt.init(q), opt.init(log_alpha),
+                ks[5])
+  brax_batches = types.Transition(
+      observation=obs, action=action, reward=reward, discount=1.0 - zeros,
+      next_observation=next_obs, extras={"state_extras": {"truncation": zeros},
+                                         "policy_extras": {}})
+
+  def brax_sgd_step(carry, t):  # brax.training.agents.sac.train's sgd_step, pmap-free
+    policy, q, target_q, log_alpha, p_opt, q_opt, a_opt, key = carry
+    key, k_alpha, k_critic, k_actor = jax.random.split(key, 4)
+    _, new_log_alpha, a_opt = alpha_update(log_alpha, policy, normalizer, t, k_alpha,
+                                           optimizer_state=a_opt)
+    alpha = jax.numpy.exp(log_alpha)
+    _, new_q, q_opt = critic_update(q, policy, normalizer, target_q, alpha, t, k_critic,
+                                    optimizer_state=q_opt)
+    _, policy, p_opt = actor_update(policy, normalizer, q, alpha, t, k_actor,
+                                    optimizer_state=p_opt)
+    target_q = jax.tree.map(lambda x, y: x * 0.995 + y * 0.005, target_q, new_q)
+    return (policy, new_q, target_q, new_log_alpha, p_opt, q_opt, a_opt, key), None
+
+  brax = jax.jit(lambda st, bs: jax.lax.scan(brax_sgd_step, st, bs))
+  return ({"ours": lambda: ours(ours_state, ours_batches),
+           "brax": lambda: brax(brax_state, brax_batches)},
+          {"ours": lambda: ours.lower(ours_state, ours_batches).compile(),
+           "brax": lambda: brax.lower(brax_state, brax_batches).compile()})
+
+
+def update(args):
+  """Per-update cost of the SAC gradient step alone, ours vs brax.training's."""
+  import statistics  # pylint: disable=g-import-not-at-top
+  _install_brax_shim()
+  runs, compiles = _update_programs(args.updates)
+  compile_s = {}
+  for name, fn in compiles.items():
+    t = time.perf_counter()
+    fn()
+    compile_s[name] = time.perf_counter() - t
+  samples = {name: [] for name in runs}
+  for fn in runs.values():
+    jax.block_until_ready(fn())
+  for _ in range(args.repeats):
+    for name, fn in runs.items():  # interleaved, so load drifts hit both alike
+      t = time.perf_counter()
+      jax.block_until_ready(fn())
+      samples[name].append(time.perf_counter() - t)
+  ms = {k: 1000 * statistics.median(v) / args.updates for k, v in samples.items()}
+  ratio = ms["brax"] / ms["ours"]
+  md = "\n".join([
+      f"One SAC gradient update (batch {SPEED['batch_size']}, networks {SPEED['hidden']}, "
+      f"4 observations, 1 action), {args.updates} updates per jitted `lax.scan`, median of "
+      f"{args.repeats} interleaved runs. brax: brax.training's sgd_step (alpha, critic, actor "
+      "updates with its own losses and `gradient_update_fn`), one device, no pmap. Ours: "
+      "`rlax_inf.agents.sac.update`. CPU only.", "",
+      "| | ours | brax.training | brax / ours |", "|---|---|---|---|",
+      f"| ms per update | {ms['ours']:.2f} | {ms['brax']:.2f} | {ratio:.2f} |",
+      f"| compile, s | {compile_s['ours']:.1f} | {compile_s['brax']:.1f} | "
+      f"{compile_s['brax'] / compile_s['ours']:.2f} |",
+  ])
+  _write("update", dict(ms_per_update=ms, compile_s=compile_s, updates=args.updates,
+                        repeats=args.repeats, samples_s=samples), md)
+
+
 def speed(args):
   ours = _ours(args)
   print("ours", ours, flush=True)
@@ -232,8 +335,11 @@ def main(argv=None):
   sp.add_argument("--steps", type=int, default=12_288)
   sp.add_argument("--intervals", type=int, default=3)
   sp.add_argument("--backend", default=None)
+  up = sub.add_parser("update")
+  up.add_argument("--updates", type=int, default=64)
+  up.add_argument("--repeats", type=int, default=9)
   args = p.parse_args(argv)
-  {"learning": learning, "speed": speed}[args.mode](args)
+  {"learning": learning, "speed": speed, "update": update}[args.mode](args)
 
 
 if __name__ == "__main__":

@@ -136,8 +136,9 @@ class Environment(abc.ABC):
   fresh_resets = True
 
   #: False for suites whose `core_step` ignores its key (deterministic given
-  #: the action): with `fresh_resets=False` too, `step` then draws no random
-  #: numbers at all, which is most of the wrapper's cost on cheap dynamics.
+  #: the action): `step` then draws no random numbers except when an episode
+  #: ends (the reset key is split off the carried key only then). Random
+  #: numbers are most of the wrapper's cost on cheap dynamics.
   stochastic_dynamics = True
 
   def __init__(self, spec: EnvSpec):
@@ -228,9 +229,12 @@ class Environment(abc.ABC):
     Raises:
       ValueError: at trace time, if `action` has the wrong shape or dtype.
     """
-    stepped, key_reset = self._advance(state, action)
+    stepped = self._advance(state, action)
     if self.fresh_resets:
+      key_carry, key_reset = jax.random.split(stepped.key)
       reset = self.core_reset(key_reset)
+      stepped = stepped.replace(
+          key=jnp.where(stepped.done > 0, key_carry, stepped.key))
     else:
       reset = state.cached_reset
     return _apply_reset(stepped, reset)
@@ -260,41 +264,45 @@ class Environment(abc.ABC):
     """
     if not self.fresh_resets:
       return jax.vmap(self.step)(state, action)
-    stepped, key_reset = jax.vmap(self._advance)(state, action)
+    stepped = jax.vmap(self._advance)(state, action)
     num = stepped.done.shape[0]
     chunk = max(1, num // 16) if reset_chunk is None else int(reset_chunk)
     if not 1 <= chunk <= num:
       raise ValueError(f'reset_chunk must be in [1, {num}]; got {reset_chunk}.')
 
     def pending(carry):
-      return jnp.any(carry[2])
+      return jnp.any(carry[-1])
 
     def reset_some(carry):
-      inner, obs, todo = carry
+      inner, obs, key, todo = carry
       # Indices of up to `chunk` envs still to reset; `num` (out of range)
       # pads, and scatters to it are dropped.
       idx = jnp.nonzero(todo, size=chunk, fill_value=num)[0]
-      r_inner, r_obs = jax.vmap(self.core_reset)(
-          key_reset[jnp.minimum(idx, num - 1)])
+      key_carry, key_reset = jax.vmap(jax.random.split, out_axes=1)(
+          key[jnp.minimum(idx, num - 1)])
+      r_inner, r_obs = jax.vmap(self.core_reset)(key_reset)
       put = lambda x, r: x.at[idx].set(r.astype(x.dtype), mode='drop')
       return (jax.tree.map(put, inner, r_inner), put(obs, jnp.asarray(r_obs)),
-              todo.at[idx].set(False, mode='drop'))
+              put(key, key_carry), todo.at[idx].set(False, mode='drop'))
 
-    inner, obs, _ = jax.lax.while_loop(
-        pending, reset_some, (stepped.inner, stepped.obs, stepped.done > 0))
-    return stepped.replace(inner=inner, obs=obs)
+    inner, obs, key, _ = jax.lax.while_loop(
+        pending, reset_some,
+        (stepped.inner, stepped.obs, stepped.key, stepped.done > 0))
+    return stepped.replace(inner=inner, obs=obs, key=key)
 
-  def _advance(self, state: State, action: Array) -> Tuple[State, Array]:
-    """`step` without the reset: (next State before auto-reset, reset key).
+  def _advance(self, state: State, action: Array) -> State:
+    """`step` without the reset: the next State before auto-reset.
 
-    Every field is final except `obs` and `inner`, which are still the ones
-    of the transition just taken where `done` (`_apply_reset` replaces them).
+    Every field is final except, where `done`, `obs` and `inner` (still the
+    ones of the transition just taken) and, with fresh resets, `key`: the
+    reset splits it into the key carried on and the key of the new initial
+    state (see `step` and `batch_step`).
     """
     action = self.check_action(action)
-    if self.fresh_resets or self.stochastic_dynamics:
-      key, key_step, key_reset = jax.random.split(state.key, 3)
+    if self.stochastic_dynamics:
+      key, key_step = jax.random.split(state.key)
     else:  # No randomness is consumed: carry the key unchanged.
-      key = key_step = key_reset = state.key
+      key = key_step = state.key
     inner, obs, reward, terminated = self._repeat_step(state.inner, action,
                                                        key_step)
     reward = jnp.asarray(reward, jnp.float32)
@@ -330,7 +338,7 @@ class Environment(abc.ABC):
         key=key,
         cached_reset=state.cached_reset,
     )
-    return stepped, key_reset
+    return stepped
 
   # --- helpers ----------------------------------------------------------
 
