@@ -254,6 +254,25 @@ def test_cached_resets_reuse_one_initial_state():
   np.testing.assert_array_equal(starts[0], s.cached_reset[1])
 
 
+def test_fresh_resets_start_every_episode_anew():
+  """Deterministic dynamics carry the key unchanged between resets: each reset
+  must still split off a new key, in `step` and in `batch_step` alike."""
+  env = envs.make('cartpole', episode_length=3)
+  s = jax.jit(env.reset)(jax.random.PRNGKey(0))
+  step = jax.jit(env.step)
+  batch_step = jax.jit(env.batch_step)
+  b = jax.tree.map(lambda x: x[None], s)
+  starts, batch_starts = [], []
+  for _ in range(9):
+    s, b = step(s, jnp.int32(1)), batch_step(b, jnp.ones((1,), jnp.int32))
+    if s.done:
+      starts.append(np.asarray(s.obs))
+      batch_starts.append(np.asarray(b.obs[0]))
+  assert len(starts) == 3
+  assert len({tuple(x) for x in starts}) == 3
+  np.testing.assert_allclose(batch_starts, starts, rtol=1e-6)
+
+
 @functools.lru_cache(maxsize=None)
 def _batch_rollout_fn(env, reset_chunk):
   """`_rollout_fn` with the same keys, stepping the batch with `batch_step`."""
