@@ -26,6 +26,7 @@ import time
 import jax
 import numpy as np
 
+from benchmarks import _common
 from rlax_inf.agents import main_job
 
 RESULTS = os.path.join(os.path.dirname(__file__), "results")
@@ -260,7 +261,6 @@ def _update_programs(k_updates, seed=0):
 
 def update(args):
   """Per-update cost of the SAC gradient step alone, ours vs brax.training's."""
-  import statistics  # pylint: disable=g-import-not-at-top
   _install_brax_shim()
   runs, compiles = _update_programs(args.updates)
   compile_s = {}
@@ -268,15 +268,9 @@ def update(args):
     t = time.perf_counter()
     fn()
     compile_s[name] = time.perf_counter() - t
-  samples = {name: [] for name in runs}
-  for fn in runs.values():
-    jax.block_until_ready(fn())
-  for _ in range(args.repeats):
-    for name, fn in runs.items():  # interleaved, so load drifts hit both alike
-      t = time.perf_counter()
-      jax.block_until_ready(fn())
-      samples[name].append(time.perf_counter() - t)
-  ms = {k: 1000 * statistics.median(v) / args.updates for k, v in samples.items()}
+  # Interleaved run by run, so load drifts hit both alike.
+  timings = _common.time_interleaved(runs, repeats=args.repeats, warmup=1)
+  ms = {k: 1000 * v["median_s"] / args.updates for k, v in timings.items()}
   ratio = ms["brax"] / ms["ours"]
   md = "\n".join([
       f"One SAC gradient update (batch {SPEED['batch_size']}, networks {SPEED['hidden']}, "
@@ -290,7 +284,7 @@ def update(args):
       f"{compile_s['brax'] / compile_s['ours']:.2f} |",
   ])
   _write("update", dict(ms_per_update=ms, compile_s=compile_s, updates=args.updates,
-                        repeats=args.repeats, samples_s=samples), md)
+                        repeats=args.repeats, timings_s=timings), md)
 
 
 def speed(args):
