@@ -1,13 +1,20 @@
-"""Pure-JAX uniform replay: a fixed-capacity ring buffer, one per seed.
+"""Pure-JAX uniform replay, one per seed: one-step transitions and length-T sequences.
 
-Insertion writes a batch of n transitions at positions (pos + 0..n−1) mod capacity
-with one scatter (O(n) work, in place when the buffer is donated); nothing is
-ever rolled or copied whole. Sampling draws indices uniformly, with
-replacement, from the filled part.
+The buffer is a ring of `capacity` rows; each row holds the `width` items one
+vector step of `width` envs produced (time-major per env, so a sequence is
+consecutive rows of one column). Insertion writes one row with one
+dynamic-update-slice (O(width) work, in place when the buffer is donated);
+nothing is ever rolled or copied whole.
 
-Transitions are stored with `terminated` (a real terminal: discount 0) and the
-true next observation (`envs.State.final_obs`), so time-limit truncations keep
-bootstrapping from the next state, as they should.
+  sample            B items drawn uniformly, with replacement, from the filled rows
+  sample_sequences  B windows of T consecutive rows of one column each, drawn
+                    uniformly among the windows that lie inside the filled part
+                    and do not cross the write head (never mixing old and new data)
+
+Items are stored as `base.Transition`s with `terminated` (a real terminal:
+discount 0), `done` (episode boundary) and the true next observation
+(`envs.State.final_obs`), so time-limit truncations keep bootstrapping from the
+next state and sequences know where episodes end.
 """
 
 from typing import Any
@@ -19,52 +26,66 @@ import jax.numpy as jnp
 
 
 @flax.struct.dataclass
-class Transition:
-  obs: jnp.ndarray  # [..., O]
-  action: jnp.ndarray  # [..., A] in the policy's [-1, 1] box
-  reward: jnp.ndarray  # [...]
-  terminated: jnp.ndarray  # [...] float, 1 at a real terminal
-  next_obs: jnp.ndarray  # [..., O]
-
-
-@flax.struct.dataclass
 class ReplayState:
-  data: Any  # pytree of [capacity, ...] arrays
-  position: jnp.ndarray  # [] int32, next write index
-  size: jnp.ndarray  # [] int32, filled entries (≤ capacity)
+  data: Any  # pytree of [capacity, width, ...] arrays
+  position: jnp.ndarray  # [] int32, next row to write
+  size: jnp.ndarray  # [] int32, filled rows (≤ capacity)
 
   @property
   def capacity(self) -> int:
     return jax.tree.leaves(self.data)[0].shape[0]
 
+  @property
+  def width(self) -> int:
+    return jax.tree.leaves(self.data)[0].shape[1]
 
-def init(example: Any, capacity: int) -> ReplayState:
-  """An empty buffer shaped after one unbatched `example` item (a pytree)."""
+
+def init(example: Any, capacity: int, width: int = 1) -> ReplayState:
+  """An empty buffer of `capacity` rows × `width` items shaped after one unbatched `example`."""
+  if capacity < 1 or width < 1:
+    raise ValueError(f"capacity and width must be >= 1, got {capacity}, {width}")
   data = jax.tree.map(
-      lambda x: jnp.zeros((capacity,) + jnp.shape(x), jnp.asarray(x).dtype), example)
+      lambda x: jnp.zeros((capacity, width) + jnp.shape(x), jnp.asarray(x).dtype), example)
   return ReplayState(data=data, position=jnp.zeros((), jnp.int32),
                      size=jnp.zeros((), jnp.int32))
 
 
-def insert(state: ReplayState, batch: Any) -> ReplayState:
-  """Write the n items of `batch` (leading axis n ≤ capacity), overwriting the oldest."""
-  capacity = state.capacity
-  n = jax.tree.leaves(batch)[0].shape[0]
-  if n > capacity:
-    raise ValueError(f"insert of {n} items into a buffer of capacity {capacity}")
-  chex.assert_tree_shape_prefix(batch, (n,))
-  idx = (state.position + jnp.arange(n, dtype=jnp.int32)) % capacity
-  data = jax.tree.map(lambda buf, x: buf.at[idx].set(x.astype(buf.dtype),
-                                                     unique_indices=True),
-                      state.data, batch)
-  return ReplayState(data=data, position=(state.position + n) % capacity,
-                     size=jnp.minimum(state.size + n, capacity))
+def insert(state: ReplayState, row: Any) -> ReplayState:
+  """Write one row (a pytree with leading axis `width`), overwriting the oldest row."""
+  chex.assert_tree_shape_prefix(row, (state.width,),
+                                custom_message="`row` must have leading axis `width`")
+  data = jax.tree.map(lambda buf, x: buf.at[state.position].set(x.astype(buf.dtype)),
+                      state.data, row)
+  return ReplayState(data=data, position=(state.position + 1) % state.capacity,
+                     size=jnp.minimum(state.size + 1, state.capacity))
 
 
 def sample(state: ReplayState, key: jax.Array, batch_size: int) -> Any:
-  """`batch_size` items drawn uniformly with replacement from the filled entries.
+  """`batch_size` items [B, ...] drawn uniformly with replacement from the filled rows.
 
-  The buffer must hold at least one item (the training loop prefills it).
+  The buffer must hold at least one row (the training loop prefills it).
   """
-  idx = jax.random.randint(key, (batch_size,), 0, jnp.maximum(state.size, 1))
-  return jax.tree.map(lambda buf: buf[idx], state.data)
+  k_row, k_col = jax.random.split(key)
+  rows = jax.random.randint(k_row, (batch_size,), 0, jnp.maximum(state.size, 1))
+  cols = jax.random.randint(k_col, (batch_size,), 0, state.width)
+  return jax.tree.map(lambda buf: buf[rows, cols], state.data)
+
+
+def sample_sequences(state: ReplayState, key: jax.Array, batch_size: int,
+                     length: int) -> Any:
+  """`batch_size` sequences [B, T, ...] of `length` consecutive steps of one env each.
+
+  Windows start uniformly among the `size − T + 1` that fit between the oldest
+  row and the write head, so a window never wraps from the newest data into
+  the oldest. The buffer must hold at least `length` rows.
+  """
+  if length > state.capacity:
+    raise ValueError(f"sequences of length {length} do not fit a buffer of "
+                     f"{state.capacity} rows")
+  k_row, k_col = jax.random.split(key)
+  oldest = jnp.where(state.size < state.capacity, 0, state.position)
+  num_starts = jnp.maximum(state.size - length + 1, 1)
+  offset = jax.random.randint(k_row, (batch_size,), 0, num_starts)
+  rows = (oldest + offset[:, None] + jnp.arange(length)[None]) % state.capacity  # [B, T]
+  cols = jax.random.randint(k_col, (batch_size,), 0, state.width)[:, None]
+  return jax.tree.map(lambda buf: buf[rows, cols], state.data)
