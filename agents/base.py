@@ -76,7 +76,8 @@ class Agent(NamedTuple):
   Attributes:
     init: `init(key) -> state`, a pytree of arrays.
     act: `act(policy_params, obs[N, O], key, deterministic) -> (action[N, ...],
-      extras)`; `deterministic` may be a traced boolean; `extras` is a dict of
+      extras)`; `deterministic` is a Python or traced boolean, or a [N] mask
+      (one flag per env; combine with `select`); `extras` is a dict of
       [N]-leading arrays the loop stores with the transition (e.g. the
       behaviour log-probability), possibly empty.
     policy_params: `policy_params(state) -> params` (what acting needs).
@@ -109,6 +110,16 @@ class Transition:
   done: jnp.ndarray  # [...] float, 1 where the episode ended (terminated or truncated)
   next_obs: jnp.ndarray  # [..., O] the true next observation (before auto-reset)
   extras: Dict[str, jnp.ndarray] = flax.struct.field(default_factory=dict)
+
+
+def select(deterministic: Any, greedy: jax.Array, sampled: jax.Array) -> jax.Array:
+  """`greedy` where `deterministic`, else `sampled`; a scalar flag or a [N] mask per env.
+
+  The mask is broadcast over the trailing axes of the [N, ...] actions.
+  """
+  d = jnp.asarray(deterministic)
+  d = jnp.reshape(d, d.shape + (1,) * (jnp.ndim(greedy) - d.ndim))
+  return jnp.where(d, greedy, sampled)
 
 
 def no_observe(state: Any, obs: jax.Array) -> Any:

@@ -1,6 +1,6 @@
 """`rlax-inf`: train, evaluate, list and plot agents from the command line.
 
-  rlax-inf train --agent sac|sac-fkl --env NAME [--backend B] --seeds S --steps N --out DIR
+  rlax-inf train --agent NAME --env NAME [--backend B] --seeds S --steps N --out DIR
                  [--set key=value ...] [--resume]
   rlax-inf eval DIR            evaluate the latest checkpoint of a run
   rlax-inf plot DIR [DIR ...]  learning curves (mean ± std over seeds)
@@ -72,7 +72,7 @@ def _cmd_train(args) -> int:
                   total_steps=args.steps, seed=args.seed)
     agent, (train_cfg, agent_cfg) = args.agent, run.make_configs(
         args.agent, _parse_sets(args.set), **fields)
-    run.validate_env(train_cfg)
+    run.validate_env(train_cfg, agent)
   summary = run.train_run(args.out, agent, train_cfg, agent_cfg, resume=args.resume,
                           progress=not args.no_progress)
   _print_summary([summary])
@@ -114,13 +114,17 @@ def _cmd_plot(args) -> int:
 def _cmd_list(args) -> int:
   del args
   from rlax_inf import envs  # pylint: disable=g-import-not-at-top
-  from rlax_inf.agents import run, training  # pylint: disable=g-import-not-at-top
+  from rlax_inf.agents import registry as agents  # pylint: disable=g-import-not-at-top
+  from rlax_inf.agents import run  # pylint: disable=g-import-not-at-top
   # Static tables: builds no environment and imports neither Brax nor Playground.
   registry = envs.registry()
-  print("agents:   " + ", ".join(training.AGENTS))
+  print("agents (loop; action spaces):")
+  for name in agents.names():
+    e = agents.get(name)
+    print(f"  {name:<10} {e.loop:<10} {'/'.join(e.action_spaces):<21} {e.description}")
   print("backends: " + ", ".join(sorted({b for e in registry.values()
                                          for b in e["backends"]})))
-  print("envs (continuous actions in [-1, 1], usable by SAC; obs / action sizes; "
+  print("envs (continuous actions in [-1, 1]; obs / action sizes; "
         "d = differentiable step):")
   for name, e in registry.items():
     if not e["discrete"]:
@@ -131,7 +135,12 @@ def _cmd_list(args) -> int:
   print("envs (discrete actions; obs size, number of actions): " + ", ".join(
       f"{n} ({e['observation_size']}, {e['action_size']})"
       for n, e in registry.items() if e["discrete"]))
-  print("config keys (--set key=value): " + ", ".join(sorted(run.config_keys("sac"))))
+  keys = run.config_keys(agents.names()[0])
+  print("loop config keys (--set key=value): " + ", ".join(
+      sorted(k for k, (which, _) in keys.items() if which == "train")))
+  for name in agents.names():
+    own = sorted(k for k, (which, _) in run.config_keys(name).items() if which == "agent")
+    print(f"{name} config keys: " + ", ".join(own))
   return 0
 
 
@@ -146,12 +155,12 @@ def _cmd_main(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-  from rlax_inf.agents import training  # pylint: disable=g-import-not-at-top
+  from rlax_inf.agents import registry  # pylint: disable=g-import-not-at-top
   p = _Parser(prog="rlax-inf", description="RL as inference in JAX: train and inspect agents.")
   sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
   t = sub.add_parser("train", help="train an agent on several seeds in one program")
-  t.add_argument("--agent", default="sac", help=f"one of {', '.join(training.AGENTS)}")
+  t.add_argument("--agent", default="sac", help=f"one of {', '.join(registry.names())}")
   t.add_argument("--env", default="inverted_pendulum")
   t.add_argument("--backend", default=None)
   t.add_argument("--seeds", type=int, default=1, help="independent seeds (vmapped)")

@@ -20,7 +20,7 @@ from rlax_inf.agents import run
 #: networks, an evaluation and a checkpoint every ~5k env steps per seed.
 MAIN_SETS = dict(hidden="64,64", num_envs="16", batch_size="256", grad_updates_per_step="16",
                  prefill_steps="2048", eval_every="5000", num_eval_envs="8",
-                 episode_length="1000", fkl_samples="16", checkpoint_every="1")
+                 episode_length="1000", checkpoint_every="1")
 MAIN_STEPS = 30_000
 MAIN_BACKEND = "positional"
 

@@ -19,8 +19,12 @@ from typing import Any, Dict, List, Optional, Tuple
 import jax
 import numpy as np
 
+from rlax_inf import envs
+from rlax_inf.agents import base
 from rlax_inf.agents import checkpointing
+from rlax_inf.agents import config as config_lib
 from rlax_inf.agents import distributed
+from rlax_inf.agents import registry
 from rlax_inf.agents import training
 
 CONFIG_FILE = "config.json"
@@ -38,11 +42,17 @@ class NonFiniteError(RuntimeError):
 
 # --- configs ---------------------------------------------------------------
 
+def _entry(agent: str) -> registry.Entry:
+  try:
+    return registry.get(agent)
+  except ValueError as e:
+    raise UsageError(str(e)) from None
+
+
 def config_keys(agent: str) -> Dict[str, Tuple[str, Any]]:
-  """{key: (which config, field)} of every settable key for `agent`."""
+  """{key: (which config, field)} of every settable key for `agent` (loop's and agent's)."""
   out = {}
-  for which, cls in (("train", training.TrainConfig),
-                     ("agent", type(training.AGENTS[agent].config))):
+  for which, cls in (("train", config_lib.TrainConfig), ("agent", _entry(agent).config_class)):
     for f in dataclasses.fields(cls):
       out[f.name] = (which, f)
   return out
@@ -75,23 +85,25 @@ def make_configs(agent: str, overrides: Dict[str, str],
   Raises:
     UsageError: unknown agent, unknown key or a value of the wrong type.
   """
-  if agent not in training.AGENTS:
-    raise UsageError(f"unknown agent {agent!r}; valid agents: {', '.join(training.AGENTS)}")
+  entry = _entry(agent)
   keys = config_keys(agent)
   train_kw, agent_kw = dict(train_fields), {}
   for key, text in overrides.items():
     if key not in keys:
-      raise UsageError(f"unknown config key {key!r}; valid keys: {', '.join(sorted(keys))}")
+      own = sorted(k for k, (w, _) in keys.items() if w == "agent")
+      loop = sorted(k for k, (w, _) in keys.items() if w == "train")
+      raise UsageError(f"unknown config key {key!r} for agent {agent}; {agent}'s keys: "
+                       f"{', '.join(own)}; loop keys: {', '.join(loop)}")
     which, field = keys[key]
-    cls = training.TrainConfig if which == "train" else type(training.AGENTS[agent].config)
+    cls = config_lib.TrainConfig if which == "train" else entry.config_class
     try:
       value = _parse_value(field, cls, text)
     except (ValueError, TypeError) as e:
       raise UsageError(f"bad value for {key}: {text!r} ({e})") from None
     (train_kw if which == "train" else agent_kw)[key] = value
   try:
-    train_cfg = training.TrainConfig(**train_kw)
-    agent_cfg = dataclasses.replace(training.AGENTS[agent].config, **agent_kw)
+    train_cfg = config_lib.TrainConfig(**train_kw)
+    agent_cfg = dataclasses.replace(entry.config, **agent_kw)
   except ValueError as e:
     raise UsageError(str(e)) from None
   return train_cfg, agent_cfg
@@ -104,7 +116,20 @@ def save_config(out: str, agent: str, train_cfg, agent_cfg) -> None:
                    jax_version=jax.__version__), f, indent=2)
 
 
-def load_config(out: str) -> Tuple[str, training.TrainConfig, Any]:
+def _from_json(cls, values: Dict[str, Any]):
+  """A config dataclass from its JSON dict (lists back to tuples where the field is one)."""
+  hints = typing.get_type_hints(cls)
+  kw = {}
+  for name, value in values.items():
+    hint = hints.get(name)
+    args = typing.get_args(hint)
+    is_tuple = typing.get_origin(hint) is tuple or any(
+        typing.get_origin(a) is tuple for a in args)
+    kw[name] = tuple(value) if is_tuple and isinstance(value, list) else value
+  return cls(**kw)
+
+
+def load_config(out: str) -> Tuple[str, config_lib.TrainConfig, Any]:
   path = os.path.join(out, CONFIG_FILE)
   if not os.path.exists(path):
     raise UsageError(f"{out!r} is not a run directory (no {CONFIG_FILE})")
@@ -112,25 +137,44 @@ def load_config(out: str) -> Tuple[str, training.TrainConfig, Any]:
     with open(path) as f:
       d = json.load(f)
     agent = d["agent"]
-    agent_cfg = dict(d["agent_config"])
-    agent_cfg["hidden"] = tuple(agent_cfg["hidden"])
-    return (agent, training.TrainConfig(**d["train"]),
-            type(training.AGENTS[agent].config)(**agent_cfg))
+    return (agent, _from_json(config_lib.TrainConfig, d["train"]),
+            _from_json(registry.get(agent).config_class, d["agent_config"]))
   except (ValueError, TypeError, KeyError) as e:  # another version's fields, a broken file
     raise UsageError(f"{out!r} holds a run this version of rlax-inf cannot read ({path}: "
                      f"{type(e).__name__}: {e}); start a new run with another --out") from None
 
 
-def validate_env(train_cfg: training.TrainConfig):
-  """Build the env, turning unknown names / backends into a one-line UsageError."""
+def envs_for(agent: str) -> list:
+  """Names of the registered envs whose action space `agent` serves (static, builds none)."""
+  spaces = _entry(agent).action_spaces
+  return [name for name, e in envs.registry().items()
+          if (base.DISCRETE if e["discrete"] else base.CONTINUOUS) in spaces]
+
+
+def validate_env(train_cfg: config_lib.TrainConfig, agent: str):
+  """Build the env and check `agent` serves it; one-line UsageErrors otherwise."""
+  entry = _entry(agent)
+  spec = envs.registry().get(train_cfg.env)
+  if spec is not None:
+    space = base.DISCRETE if spec["discrete"] else base.CONTINUOUS
+    if space not in entry.action_spaces:
+      raise UsageError(f"{agent} needs {' or '.join(entry.action_spaces)} actions; "
+                       f"{train_cfg.env!r} has {space} actions; choose one of "
+                       f"{', '.join(envs_for(agent))}")
   try:
-    env = training.make_env(train_cfg)
+    return training.make_env(train_cfg)
   except ValueError as e:
     raise UsageError(str(e)) from None
-  if env.discrete:
-    raise UsageError(f"environment {train_cfg.env!r} has discrete actions; SAC needs a "
-                     "continuous one (e.g. pendulum, inverted_pendulum)")
-  return env
+
+
+def make_trainer(train_cfg: config_lib.TrainConfig, agent_cfg: Any,
+                 agent: str) -> training.Trainer:
+  """The `Trainer`, with every refusal (env, agent, devices, schedule) as a UsageError."""
+  env = validate_env(train_cfg, agent)
+  try:
+    return training.Trainer(train_cfg, agent_cfg, agent, env)
+  except ValueError as e:  # UnsupportedEnv, seeds that don't divide over devices, ...
+    raise UsageError(str(e)) from None
 
 
 # --- metrics ---------------------------------------------------------------
@@ -162,7 +206,7 @@ def _check_finite(metrics: Dict[str, np.ndarray], step: int) -> None:
 
 # --- the run ---------------------------------------------------------------
 
-def train_run(out: str, agent: str, train_cfg: training.TrainConfig, agent_cfg: Any,
+def train_run(out: str, agent: str, train_cfg: config_lib.TrainConfig, agent_cfg: Any,
               resume: bool = False, progress: bool = True, plot: bool = True,
               desc: Optional[str] = None) -> Dict[str, Any]:
   """Train into directory `out`, resuming from its latest checkpoint if `resume`.
@@ -183,11 +227,7 @@ def train_run(out: str, agent: str, train_cfg: training.TrainConfig, agent_cfg: 
                      "choose another --out")
   if exists:
     agent, train_cfg, agent_cfg = load_config(out)
-  env = validate_env(train_cfg)
-  try:
-    trainer = training.Trainer(train_cfg, agent_cfg, agent, env)
-  except ValueError as e:  # seeds that don't divide over the devices / processes
-    raise UsageError(str(e)) from None
+  trainer = make_trainer(train_cfg, agent_cfg, agent)
   sch = trainer.schedule
   seeds = [train_cfg.seed + i for i in range(train_cfg.num_seeds)]
   rows = read_metrics(out)
@@ -218,15 +258,14 @@ def train_run(out: str, agent: str, train_cfg: training.TrainConfig, agent_cfg: 
   start = time.time()
   if ts is None:
     ts = trainer.init(trainer.seed_keys())
-  total = (sch.prefill_vector_steps + sch.num_intervals * sch.interval_vector_steps) * (
-      train_cfg.num_envs)
+  total = trainer.total_env_steps
   bar = None
   if progress and is_main:
     from tqdm import tqdm  # pylint: disable=g-import-not-at-top
     bar = tqdm(total=total, initial=(sch.prefill_vector_steps + done * sch.interval_vector_steps)
                * train_cfg.num_envs, unit="step", desc=desc or f"{agent} {train_cfg.env}",
                dynamic_ncols=True, file=sys.stderr)
-  interval_steps = sch.interval_vector_steps * train_cfg.num_envs
+  interval_steps = trainer.env_steps_per_interval
   last = None
   for evaluation in range(done + 1, sch.num_intervals + 1):
     t0 = time.time()
@@ -247,8 +286,10 @@ def train_run(out: str, agent: str, train_cfg: training.TrainConfig, agent_cfg: 
     last = metrics
     if bar is not None:
       ret = metrics["eval_return"]
+      extra = "".join(f"  {k} {np.mean(metrics[k]):.3g}" for k in trainer.agent.progress_keys
+                      if k in metrics)
       bar.set_postfix_str(f"{sps:,.0f} env steps/s  eval return {np.mean(ret):.1f} ± "
-                          f"{np.std(ret):.1f}  α {np.mean(metrics['temperature']):.3f}")
+                          f"{np.std(ret):.1f}{extra}")
       bar.update(interval_steps)
   if bar is not None:
     bar.close()
@@ -266,8 +307,7 @@ def train_run(out: str, agent: str, train_cfg: training.TrainConfig, agent_cfg: 
 def evaluate_run(out: str) -> List[Dict[str, Any]]:
   """Evaluate the latest checkpoint of the run in `out` (fresh eval keys), per seed."""
   agent, train_cfg, agent_cfg = load_config(out)
-  env = validate_env(train_cfg)
-  trainer = training.Trainer(train_cfg, agent_cfg, agent, env)
+  trainer = make_trainer(train_cfg, agent_cfg, agent)
   mngr = checkpointing.manager(os.path.join(out, "checkpoints"))
   if mngr.latest_step() is None:
     raise UsageError(f"{out!r} has no checkpoint to evaluate")

@@ -174,7 +174,7 @@ def make(config: SACConfig, env_spec: Any) -> base.Agent:
     """tanh(μ) if deterministic, else tanh(u), u ~ N(μ, σ²); no extras."""
     mean, std = actor_net.apply(params.actor, normalizer_lib.normalize(params.normalizer, obs))
     u = tanh_normal.sample_pre_tanh(key, mean, std)
-    return jnp.tanh(jnp.where(deterministic, mean, u)), {}
+    return jnp.tanh(base.select(deterministic, mean, u)), {}
 
   def observe(state, obs):
     if not config.normalize_observations:
