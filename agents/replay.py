@@ -54,8 +54,10 @@ def insert(state: ReplayState, row: Any) -> ReplayState:
   """Write one row (a pytree with leading axis `width`), overwriting the oldest row."""
   chex.assert_tree_shape_prefix(row, (state.width,),
                                 custom_message="`row` must have leading axis `width`")
-  data = jax.tree.map(lambda buf, x: buf.at[state.position].set(x.astype(buf.dtype)),
-                      state.data, row)
+  data = jax.tree.map(
+      lambda buf, x: jax.lax.dynamic_update_index_in_dim(buf, x.astype(buf.dtype),
+                                                         state.position, 0),
+      state.data, row)
   return ReplayState(data=data, position=(state.position + 1) % state.capacity,
                      size=jnp.minimum(state.size + 1, state.capacity))
 

@@ -197,7 +197,7 @@ def _brax(args):
 
 
 def _update_programs(k_updates, seed=0):
-  """Jitted scans of `k_updates` SAC updates: ours (`sac.update`) and brax.training's
+  """Jitted scans of `k_updates` SAC updates: ours (`sac.make(...).update`) and brax.training's
   sgd step rebuilt from its own losses and `gradient_update_fn` (no pmap axis), on the
   same random batches (inverted_pendulum sizes: 4 observations, 1 action)."""
   import optax  # pylint: disable=g-import-not-at-top
@@ -205,7 +205,7 @@ def _update_programs(k_updates, seed=0):
   from brax.training.acme import running_statistics, specs  # pylint: disable=g-import-not-at-top
   from brax.training.agents.sac import losses as brax_losses  # pylint: disable=g-import-not-at-top
   from brax.training.agents.sac import networks as brax_networks  # pylint: disable=g-import-not-at-top
-  from rlax_inf.agents import replay, sac  # pylint: disable=g-import-not-at-top
+  from rlax_inf.agents import base, sac  # pylint: disable=g-import-not-at-top
   obs_size, action_size, b, hidden = 4, 1, SPEED["batch_size"], SPEED["hidden"]
   ks = jax.random.split(jax.random.PRNGKey(seed), 6)
   shape = (k_updates, b)
@@ -215,11 +215,14 @@ def _update_programs(k_updates, seed=0):
   reward = jax.random.normal(ks[3], shape)
   zeros = jax.numpy.zeros(shape)
 
-  spec = argparse.Namespace(observation_size=obs_size, action_size=action_size)
-  ours_state = sac.init(ks[4], spec, sac.SACConfig(hidden=hidden))
-  ours_batches = replay.Transition(obs=obs, action=action, reward=reward, terminated=zeros,
-                                   next_obs=next_obs)
-  ours = jax.jit(lambda st, bs: jax.lax.scan(sac.update, st, bs))
+  spec = argparse.Namespace(observation_size=obs_size, action_size=action_size,
+                            discrete=False, name="inverted_pendulum")
+  agent = sac.make(sac.SACConfig(hidden=hidden), spec)
+  ours_state = agent.init(ks[4])
+  ours_batches = (base.Transition(obs=obs, action=action, reward=reward, terminated=zeros,
+                                  done=zeros, next_obs=next_obs),
+                  jax.random.split(ks[4], k_updates))
+  ours = jax.jit(lambda st, bs: jax.lax.scan(lambda s, x: agent.update(s, *x), st, bs))
 
   net = brax_networks.make_sac_networks(
       obs_size, action_size, preprocess_observations_fn=running_statistics.normalize,

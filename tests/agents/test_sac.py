@@ -1,5 +1,6 @@
 """SAC / SAC-FKL update on a fixed batch against a hand-written reference of the equations."""
 
+import functools
 import math
 import types
 
@@ -11,11 +12,12 @@ import optax
 import pytest
 
 from rlax_inf.agents import _tanh_normal as tanh_normal
-from rlax_inf.agents import replay
+from rlax_inf.agents import base
 from rlax_inf.agents import sac
 
 OBS, ACT, B = 3, 2, 8
-SPEC = types.SimpleNamespace(observation_size=OBS, action_size=ACT, discrete=False)
+SPEC = types.SimpleNamespace(observation_size=OBS, action_size=ACT, discrete=False,
+                             name="toy")
 
 
 def _mlp(p, x):
@@ -44,10 +46,10 @@ def _log_prob(u, mean, std):
   return jnp.sum(log_n - jnp.log(1.0 - jnp.tanh(u) ** 2), -1)
 
 
-def _reference_update(state, batch, fkl):
+def _reference_update(cfg, state, batch, key):
   """The SAC equations written out directly (no rlax_inf calls)."""
-  cfg = state.config
-  key, k_next, k_pi = jax.random.split(state.key, 3)
+  fkl = cfg.policy_loss == "fkl"
+  k_next, k_pi = jax.random.split(key)
   alpha = jnp.exp(state.log_alpha)
   obs, nobs = batch.obs, batch.next_obs  # fresh normaliser: identity
   m_t, s_t = _actor(state.actor, nobs)
@@ -58,7 +60,7 @@ def _reference_update(state, batch, fkl):
   critic_loss, g = jax.value_and_grad(lq)(state.critic)
   upd, _ = optax.adam(cfg.critic_lr).update(g, optax.adam(cfg.critic_lr).init(state.critic))
   critic = optax.apply_updates(state.critic, upd)
-  n = cfg.fkl_samples if fkl else cfg.num_action_samples
+  n = cfg.num_action_samples
 
   def la(actor):
     m, s = _actor(actor, obs)
@@ -87,24 +89,26 @@ def _reference_update(state, batch, fkl):
 
 def _batch(key):
   ks = jax.random.split(key, 5)
-  return replay.Transition(
+  terminated = (jax.random.uniform(ks[3], (B,)) < 0.3).astype(jnp.float32)
+  return base.Transition(
       obs=jax.random.normal(ks[0], (B, OBS)),
       action=jax.random.uniform(ks[1], (B, ACT), minval=-0.9, maxval=0.9),
-      reward=jax.random.normal(ks[2], (B,)),
-      terminated=(jax.random.uniform(ks[3], (B,)) < 0.3).astype(jnp.float32),
+      reward=jax.random.normal(ks[2], (B,)), terminated=terminated, done=terminated,
       next_obs=jax.random.normal(ks[4], (B, OBS)))
 
 
 @pytest.mark.parametrize("policy_loss", ["rkl", "fkl"])
 def test_update_matches_reference(policy_loss):
-  cfg = sac.SACConfig(hidden=(16, 16), policy_loss=policy_loss, fkl_samples=5,
+  cfg = sac.SACConfig(hidden=(16, 16), policy_loss=policy_loss,
+                      num_action_samples=5 if policy_loss == "fkl" else 1,
                       init_temperature=0.5, polyak=0.1)
-  state = sac.init(jax.random.PRNGKey(0), SPEC, cfg)
+  agent = sac.make(cfg, SPEC)
+  state = agent.init(jax.random.PRNGKey(0))
   # Make the target critic differ from the online one so the Polyak step is visible.
   state = state.replace(target_critic=jax.tree.map(lambda x: 0.9 * x, state.critic))
-  batch = _batch(jax.random.PRNGKey(1))
-  new, metrics = jax.jit(sac.update)(state, batch)
-  ref = jax.jit(_reference_update, static_argnums=2)(state, batch, policy_loss == "fkl")
+  batch, key = _batch(jax.random.PRNGKey(1)), jax.random.PRNGKey(7)
+  new, metrics = jax.jit(agent.update)(state, batch, key)
+  ref = jax.jit(functools.partial(_reference_update, cfg))(state, batch, key)
   tol = dict(rtol=2e-4, atol=2e-5)
   np.testing.assert_allclose(metrics["critic_loss"], ref["critic_loss"], **tol)
   np.testing.assert_allclose(metrics["actor_loss"], ref["actor_loss"], **tol)
@@ -120,8 +124,9 @@ def test_fkl_and_rkl_differ_only_in_the_actor():
   batch = _batch(jax.random.PRNGKey(2))
   outs = {}
   for loss in ("rkl", "fkl"):
-    state = sac.init(jax.random.PRNGKey(0), SPEC, sac.SACConfig(hidden=(8,), policy_loss=loss))
-    outs[loss] = jax.jit(sac.update)(state, batch)[0]
+    agent = sac.make(sac.SACConfig(hidden=(8,), policy_loss=loss), SPEC)
+    state = agent.init(jax.random.PRNGKey(0))
+    outs[loss] = jax.jit(agent.update)(state, batch, jax.random.PRNGKey(3))[0]
   jax.tree.map(np.testing.assert_array_equal, outs["rkl"].critic, outs["fkl"].critic)
   diff = jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a - b))), outs["rkl"].actor,
                       outs["fkl"].actor)
@@ -144,27 +149,34 @@ def test_tanh_normal_log_prob_matches_distrax_and_stays_finite():
 
 
 def test_act_deterministic_is_tanh_mean_and_in_bounds():
-  state = sac.init(jax.random.PRNGKey(0), SPEC, sac.SACConfig(hidden=(8,)))
-  params = sac.policy_params(state)
+  agent = sac.make(sac.SACConfig(hidden=(8,)), SPEC)
+  params = agent.policy_params(agent.init(jax.random.PRNGKey(0)))
   obs = jax.random.normal(jax.random.PRNGKey(3), (5, OBS)) * 100
   k = jax.random.PRNGKey(4)
-  a_det = sac.act(params, obs, k, True)
-  a_det2 = sac.act(params, obs, jax.random.PRNGKey(5), True)
+  a_det, extras = agent.act(params, obs, k, True)
+  assert extras == {}
+  a_det2, _ = agent.act(params, obs, jax.random.PRNGKey(5), True)
   np.testing.assert_array_equal(a_det, a_det2)
-  a_sto = sac.act(params, obs, k, False)
+  a_sto, _ = agent.act(params, obs, k, False)
   assert a_sto.shape == (5, ACT) and np.all(np.abs(a_sto) <= 1)
   assert not np.allclose(a_sto, a_det)
+  # A per-env mask: deterministic rows equal the deterministic action, the others don't.
+  mask = jnp.array([True, False, True, False, False])
+  a_mix, _ = agent.act(params, obs, k, mask)
+  np.testing.assert_array_equal(a_mix[mask], a_det[mask])
+  np.testing.assert_array_equal(a_mix[~mask], a_sto[~mask])
+
+
+def test_sac_refuses_discrete_envs_in_one_line():
+  spec = types.SimpleNamespace(observation_size=4, action_size=2, discrete=True,
+                               name="cartpole")
+  with pytest.raises(base.UnsupportedEnv, match="sac needs continuous actions; 'cartpole'"):
+    sac.make(sac.SACConfig(), spec)
 
 
 def test_target_entropy_default_and_override():
   assert sac.target_entropy(sac.SACConfig(), 6) == -6.0
   assert sac.target_entropy(sac.SACConfig(target_entropy=-1.5), 6) == -1.5
-
-
-def test_discrete_env_is_rejected():
-  spec = types.SimpleNamespace(observation_size=4, action_size=2, discrete=True)
-  with pytest.raises(ValueError, match="continuous"):
-    sac.init(jax.random.PRNGKey(0), spec, sac.SACConfig())
 
 
 def test_tanh_normal_agrees_with_rlax_inf_distributions():

@@ -6,6 +6,7 @@ import jax
 import numpy as np
 import pytest
 
+from rlax_inf.agents import off_policy
 from rlax_inf.agents import sac
 from rlax_inf.agents import training
 
@@ -66,8 +67,8 @@ def test_metrics_shapes_and_finiteness(two_seed_run):
 
 
 def test_schedule_counts():
-  sch = training.schedule(training.TrainConfig(total_steps=50_000, num_envs=64,
-                                               prefill_steps=8192, eval_every=5000))
+  sch = off_policy.schedule(training.TrainConfig(total_steps=50_000, num_envs=64,
+                                                prefill_steps=8192, eval_every=5000))
   assert sch.prefill_vector_steps == 128
   assert sch.interval_vector_steps == 78
   assert (sch.prefill_vector_steps + sch.num_intervals * sch.interval_vector_steps) * 64 >= 50_000
