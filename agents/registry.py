@@ -13,6 +13,7 @@ from typing import Any, Callable, Dict, Tuple
 from rlax_inf.agents import base
 from rlax_inf.agents import config as config_lib
 from rlax_inf.agents import sac
+from rlax_inf.agents import sql
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,3 +95,5 @@ register("sac", sac.SACConfig(), sac.make, base.OFF_POLICY, (base.CONTINUOUS,),
          "soft actor-critic: reverse-KL actor, twin critics, tuned temperature")
 register("sac-fkl", sac.SACConfig(policy_loss="fkl"), sac.make, base.OFF_POLICY,
          (base.CONTINUOUS,), "SAC with the forward-KL actor step (Lavington et al. 2021)")
+register("sql", sql.SQLConfig(), sql.make, base.OFF_POLICY, (base.DISCRETE,),
+         "soft Q-learning: Boltzmann policy of Q, one-step or n-step soft targets")
