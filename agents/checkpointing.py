@@ -8,12 +8,19 @@ leaves the last complete checkpoint readable. A checkpoint whose tree, shapes or
 dtypes differ from the state this code builds (an older version of the state, or
 another config) raises `IncompatibleCheckpoint` naming the first difference,
 before anything is read into memory.
+
+Leaves with zero size (MJX and MuJoCo Playground states keep some, e.g. `act`
+of a model without actuator activations) carry no data and orbax refuses to
+save them: they are stored as None, and `restore` rebuilds them as zeros with
+the shape, dtype and sharding of the abstract state.
 """
 
+import math
 import os
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
@@ -29,11 +36,30 @@ def manager(directory: str, max_to_keep: int = 2) -> ocp.CheckpointManager:
       item_handlers=ocp.StandardCheckpointHandler())  # lets item_metadata read the tree
 
 
-def _leaves(tree) -> Dict[str, Tuple[tuple, np.dtype]]:
-  """{dotted path: (shape, dtype)}; a TrainState and its stored dict give the same paths."""
-  return {jax.tree_util.keystr(path, simple=True, separator="."): (tuple(x.shape),
-                                                                   np.dtype(x.dtype))
-          for path, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
+def _is_empty(x) -> bool:
+  """A leaf with no data: zero size (not saved, see `save`) or None."""
+  return x is None or (hasattr(x, "shape") and math.prod(x.shape) == 0)
+
+
+def _leaf(x) -> Optional[Tuple[tuple, np.dtype]]:
+  """(shape, dtype) of a leaf as stored: None when it has no data, key data for typed keys."""
+  if _is_empty(x):
+    return None
+  if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):  # orbax stores the key data
+    x = jax.eval_shape(jax.random.key_data, jax.ShapeDtypeStruct(x.shape, x.dtype))
+  return tuple(x.shape), np.dtype(x.dtype)
+
+
+def _leaves(tree, nones: bool = False) -> Dict[str, Optional[Tuple[tuple, np.dtype]]]:
+  """{dotted path: (shape, dtype), or None for a zero-size leaf (and, with `nones`, for a
+  None)}; a TrainState and its stored dict give the same paths."""
+  return {jax.tree_util.keystr(path, simple=True, separator="."): _leaf(x)
+          for path, x in jax.tree_util.tree_flatten_with_path(
+              tree, is_leaf=(lambda x: x is None) if nones else None)[0]}
+
+
+def _describe(leaf: Optional[Tuple[tuple, np.dtype]]) -> str:
+  return "an array of zero size" if leaf is None else f"{leaf[0]} {leaf[1]}"
 
 
 def check_compatible(mngr: ocp.CheckpointManager, step: int, abstract_state) -> None:
@@ -41,12 +67,17 @@ def check_compatible(mngr: ocp.CheckpointManager, step: int, abstract_state) -> 
 
   orbax itself refuses other trees and shapes with long multi-line messages,
   and silently casts other dtypes; this compares the stored metadata leaf by leaf.
+  Leaves of zero size (stored as None) must be of zero size here too, of any shape.
   """
   metadata = mngr.item_metadata(step)
   if metadata is None:
     raise IncompatibleCheckpoint(f"checkpoint {step} has no readable metadata")
-  stored = _leaves(getattr(metadata, "tree", metadata))
   wanted = _leaves(abstract_state)
+  # The Nones in the stored tree where this state has leaves are the zero-size leaves
+  # `save` left out; others are orbax's for empty containers (e.g. optax's EmptyState).
+  stored = {name: leaf
+            for name, leaf in _leaves(getattr(metadata, "tree", metadata), nones=True).items()
+            if leaf is not None or name in wanted}
   missing = sorted(set(wanted) - set(stored))
   extra = sorted(set(stored) - set(wanted))
   if missing or extra:
@@ -54,16 +85,33 @@ def check_compatible(mngr: ocp.CheckpointManager, step: int, abstract_state) -> 
     parts = ([f"it lacks {more(missing)}"] if missing else []) + (
         [f"it has {more(extra)} unknown to this version"] if extra else [])
     raise IncompatibleCheckpoint("a different train state: " + "; ".join(parts))
-  for name, (shape, dtype) in wanted.items():
-    if stored[name] != (shape, dtype):
-      s_shape, s_dtype = stored[name]
-      raise IncompatibleCheckpoint(f"{name} is stored as {s_shape} {s_dtype}, "
-                                   f"this config needs {shape} {dtype}")
+  for name, leaf in wanted.items():
+    if stored[name] != leaf:
+      raise IncompatibleCheckpoint(f"{name} is stored as {_describe(stored[name])}, "
+                                   f"this config needs {_describe(leaf)}")
+
+
+def _without_empty(tree):
+  """`tree` with None in place of its zero-size leaves (orbax cannot save those)."""
+  return jax.tree.map(lambda x: None if _is_empty(x) else x, tree)
+
+
+def _zeros(abstract_leaves):
+  """Zero-size arrays for the `jax.ShapeDtypeStruct`s `abstract_leaves`, with their
+  shardings (one jit for all, so that global shardings work on several processes)."""
+  sharded = [s for s in abstract_leaves if getattr(s, "sharding", None) is not None]
+  made = iter(jax.jit(lambda: [jnp.zeros(s.shape, s.dtype) for s in sharded],
+                      out_shardings=[s.sharding for s in sharded])() if sharded else [])
+  return [next(made) if getattr(s, "sharding", None) is not None else jnp.zeros(s.shape, s.dtype)
+          for s in abstract_leaves]
 
 
 def save(mngr: ocp.CheckpointManager, step: int, state) -> None:
-  """Save `state` at `step` and wait until it is on disk (donation-safe)."""
-  mngr.save(step, args=ocp.args.StandardSave(state))
+  """Save `state` at `step` and wait until it is on disk (donation-safe).
+
+  Zero-size leaves are saved as None (`restore` rebuilds them).
+  """
+  mngr.save(step, args=ocp.args.StandardSave(_without_empty(state)))
   mngr.wait_until_finished()
 
 
@@ -82,9 +130,14 @@ def restore(mngr: ocp.CheckpointManager, abstract_state, step=None):
   if step is None:
     raise FileNotFoundError(f"no checkpoint in {mngr.directory}")
   check_compatible(mngr, step, abstract_state)
-  treedef = jax.tree.structure(abstract_state)
+  abstract, treedef = jax.tree.flatten(abstract_state)
+  empty = [_is_empty(s) for s in abstract]
   try:
-    restored = mngr.restore(step, args=ocp.args.StandardRestore(abstract_state))
+    restored = mngr.restore(step, args=ocp.args.StandardRestore(jax.tree.unflatten(
+        treedef, [None if e else s for s, e in zip(abstract, empty)])))
   except ValueError as e:  # whatever the check above misses: orbax's own mismatch errors
     raise IncompatibleCheckpoint(str(e).splitlines()[0]) from e
-  return jax.tree.unflatten(treedef, jax.tree.leaves(restored)), step
+  data = jax.tree.leaves(restored)
+  assert len(data) == len(abstract) - sum(empty), (len(data), len(abstract), sum(empty))
+  data, zeros = iter(data), iter(_zeros([s for s, e in zip(abstract, empty) if e]))
+  return jax.tree.unflatten(treedef, [next(zeros) if e else next(data) for e in empty]), step
