@@ -32,6 +32,15 @@ def _one_line_error(capsys, argv, *needles):
     (["--env", "pendulum", "--set", "learning_rate=1"], ["'learning_rate'", "actor_lr", "batch_size"]),
     (["--env", "pendulum", "--set", "batch_size=big"], ["batch_size", "'big'"]),
     (["--env", "cartpole"], ["discrete", "cartpole"]),
+    # An agent that cannot serve the env names the envs it can.
+    (["--agent", "sql", "--env", "inverted_pendulum"],
+     ["sql needs discrete actions", "'inverted_pendulum'", "cartpole", "gridworld"]),
+    (["--agent", "sac-fkl", "--env", "four_rooms"], ["continuous", "pendulum"]),
+    # Another agent's key names this agent's keys.
+    (["--agent", "sql", "--env", "cartpole", "--set", "policy_loss=fkl"],
+     ["'policy_loss'", "sql's keys", "n_step", "temperature"]),
+    (["--agent", "klpg", "--env", "cartpole", "--set", "num_envs=6", "--set",
+      "num_minibatches=4"], ["num_envs=6", "num_minibatches=4"]),
 ])
 def test_bad_input_exits_2_with_one_line(capsys, tmp_path, argv, needles):
   _one_line_error(capsys, ["train", "--out", str(tmp_path / "run"), *argv], *needles)
