@@ -1,12 +1,17 @@
-"""rlax_inf.agents: agents built from rlax_inf losses (installed as rlax_inf.agents).
+"""rlax_inf.agents: the agent platform and agents built from rlax_inf losses.
 
-  sac.py          SAC / SAC-FKL: config dataclass + pure init / act / update
-  replay.py       per-seed pure-JAX ring buffer (O(batch) insert, uniform sampling)
-  normalizer.py   running observation mean / variance
-  networks.py     MLP actor (tanh-Gaussian head) and twin critics
-  training.py     one compiled program per evaluation interval; seeds vmapped and
-                  sharded over devices with jax.shard_map; `train(config, agent)`
+  base.py         the Agent contract (NamedTuple of pure functions), Needs, Transition
+  registry.py     name -> (default config, factory): the only place that lists agents
+  config.py       TrainConfig: the loops' fields (env, seeds, budget, schedule)
+  gradients.py    one gradient step (value_and_grad + optax update) for every optimiser
+  acting.py       one vector step of acting, the shared evaluation
+  off_policy.py   replay loop: one-step transitions or length-T sequences
+  on_policy.py    rollout loop: T-step rollouts, epochs of minibatch updates
+  replay.py       per-seed pure-JAX ring buffer (rows of num_envs items)
+  training.py     Trainer: the agent's loop, seeds vmapped and sharded over devices
+  sac.py, sql.py, klpg.py   one module per agent: config, losses, update
+  networks.py, normalizer.py, _tanh_normal.py   shared building blocks
   run.py          a run directory: config.json, metrics.jsonl, orbax checkpoints, resume
-  checkpointing.py, plotting.py, distributed.py (jax.distributed), main_job.py
+  checkpointing.py, plotting.py, distributed.py (jax.distributed), main_job.py, demo.py
   cli.py          the `rlax-inf` console script
 """
