@@ -27,6 +27,12 @@ from rlax_inf.estimators import score_function_gradient
 from rlax_inf.estimators import score_function_surrogate
 from rlax_inf.estimators import snis_weights
 from rlax_inf.estimators import trajectory_log_weights
+from rlax_inf.irl import IRLFit
+from rlax_inf.irl import linear_rewards
+from rlax_inf.irl import maxent_irl_fit
+from rlax_inf.irl import maxent_irl_gradient
+from rlax_inf.irl import maxent_irl_loss
+from rlax_inf.irl import soft_optimal_log_policy
 from rlax_inf.messages import backward_messages
 from rlax_inf.messages import forward_messages
 from rlax_inf.messages import log_partition
