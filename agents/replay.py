@@ -65,11 +65,13 @@ def insert(state: ReplayState, row: Any) -> ReplayState:
 def sample(state: ReplayState, key: jax.Array, batch_size: int) -> Any:
   """`batch_size` items [B, ...] drawn uniformly with replacement from the filled rows.
 
-  The buffer must hold at least one row (the training loop prefills it).
+  One random draw per item (a flat index over rows × width): random bits are
+  the expensive part of sampling under vmap, twice as dear with two draws
+  (benchmarks/results/replay.md). The buffer must hold at least one row (the
+  training loop prefills it).
   """
-  k_row, k_col = jax.random.split(key)
-  rows = jax.random.randint(k_row, (batch_size,), 0, jnp.maximum(state.size, 1))
-  cols = jax.random.randint(k_col, (batch_size,), 0, state.width)
+  flat = jax.random.randint(key, (batch_size,), 0, jnp.maximum(state.size, 1) * state.width)
+  rows, cols = flat // state.width, flat % state.width
   return jax.tree.map(lambda buf: buf[rows, cols], state.data)
 
 
@@ -84,10 +86,9 @@ def sample_sequences(state: ReplayState, key: jax.Array, batch_size: int,
   if length > state.capacity:
     raise ValueError(f"sequences of length {length} do not fit a buffer of "
                      f"{state.capacity} rows")
-  k_row, k_col = jax.random.split(key)
   oldest = jnp.where(state.size < state.capacity, 0, state.position)
   num_starts = jnp.maximum(state.size - length + 1, 1)
-  offset = jax.random.randint(k_row, (batch_size,), 0, num_starts)
+  flat = jax.random.randint(key, (batch_size,), 0, num_starts * state.width)
+  offset, cols = flat // state.width, (flat % state.width)[:, None]
   rows = (oldest + offset[:, None] + jnp.arange(length)[None]) % state.capacity  # [B, T]
-  cols = jax.random.randint(k_col, (batch_size,), 0, state.width)[:, None]
   return jax.tree.map(lambda buf: buf[rows, cols], state.data)
