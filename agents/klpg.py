@@ -127,7 +127,8 @@ class PolicyParams:
 class Policy(NamedTuple):
   """A policy family as pure functions of its distribution parameters `dist`.
 
-    dist(params, obs) -> dist                     (logits, or (mean, std) pre-tanh)
+    init(key, obs_size) -> params
+    dist(params, obs) -> dist          (log-probabilities [..., A], or pre-tanh (mean, std))
     sample(dist, key, deterministic) -> (action, extras)   extras: 'log_prob' (+ 'pre_tanh')
     log_prob(dist, action, extras) -> log π(a|s)
     kl(dist, prior_dist) -> KL(π ‖ π0);  prior_dist=None: the uniform prior
@@ -153,8 +154,8 @@ def categorical_policy(hidden: Tuple[int, ...], num_actions: int) -> Policy:
     return jax.nn.log_softmax(net.apply(params, obs), axis=-1)
 
   def sample(log_p, key, deterministic):
-    a = jnp.where(deterministic, jnp.argmax(log_p, axis=-1),
-                  jax.random.categorical(key, log_p, axis=-1)).astype(jnp.int32)
+    a = base.select(deterministic, jnp.argmax(log_p, axis=-1),
+                    jax.random.categorical(key, log_p, axis=-1)).astype(jnp.int32)
     return a, dict(log_prob=log_prob(log_p, a, {}))
 
   def log_prob(log_p, action, extras):
@@ -182,7 +183,7 @@ def tanh_gaussian_policy(hidden: Tuple[int, ...], action_size: int) -> Policy:
 
   def sample(d, key, deterministic):
     mean, std = d
-    u = jnp.where(deterministic, mean, tanh_normal.sample_pre_tanh(key, mean, std))
+    u = base.select(deterministic, mean, tanh_normal.sample_pre_tanh(key, mean, std))
     return jnp.tanh(u), dict(log_prob=tanh_normal.log_prob_pre_tanh(u, mean, std), pre_tanh=u)
 
   def log_prob(d, action, extras):
@@ -284,7 +285,16 @@ def _optimizer(lr: float, max_grad_norm: Optional[float]) -> optax.GradientTrans
 
 
 def make(config: KLPGConfig, env_spec: Any) -> base.Agent:
-  """The KL-regularised policy gradient agent for `env_spec` (discrete or continuous)."""
+  """The KL-regularised policy gradient agent for `env_spec`.
+
+  Args:
+    config: the hyper-parameters.
+    env_spec: the env's `EnvSpec`; `discrete` picks the categorical policy,
+      otherwise the tanh-Gaussian one.
+
+  Returns:
+    The `base.Agent`, on-policy with rollouts of T = `config.unroll_length`.
+  """
   space = base.check_action_space("klpg", env_spec, (base.CONTINUOUS, base.DISCRETE))
   obs_size, action_size = int(env_spec.observation_size), int(env_spec.action_size)
   if space == base.DISCRETE:
@@ -311,7 +321,10 @@ def make(config: KLPGConfig, env_spec: Any) -> base.Agent:
     return PolicyParams(normalizer=state.normalizer, actor=state.actor)
 
   def act(params, obs, key, deterministic=False):
-    """A sample of π (the mode if deterministic); extras: 'log_prob' (+ 'pre_tanh')."""
+    """A sample of π (the mode where `deterministic`, a flag or an [N] mask).
+
+    extras: 'log_prob' [N] (behaviour log π(a|s)) and, continuous, 'pre_tanh' [N, A].
+    """
     d = policy.dist(params.actor, normalizer_lib.normalize(params.normalizer, obs))
     return policy.sample(d, key, deterministic)
 

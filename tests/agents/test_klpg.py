@@ -240,6 +240,10 @@ def test_shapes_and_dtypes_under_jit(discrete):
   a_det, _ = act(params, obs, jax.random.PRNGKey(3), True)
   a_det2, _ = act(params, obs, jax.random.PRNGKey(4), jnp.asarray(True))  # traced flag
   np.testing.assert_array_equal(a_det, a_det2)
+  mask = jnp.arange(B * T) < 4  # per-env mask, as the shared evaluation passes
+  a_mix, _ = act(params, obs, jax.random.PRNGKey(2), mask)
+  np.testing.assert_array_equal(a_mix[:4], a_det[:4])
+  np.testing.assert_array_equal(a_mix[4:], a[4:])
   if discrete:
     assert a.shape == (B * T,) and a.dtype == jnp.int32
     assert set(extras) == {"log_prob"}
