@@ -70,9 +70,10 @@ def sample(state: ReplayState, key: jax.Array, batch_size: int) -> Any:
   (benchmarks/results/replay.md). The buffer must hold at least one row (the
   training loop prefills it).
   """
+  # The filled rows are always rows [0, size), so a flat index over rows × width is
+  # the item's index in the buffer viewed as [capacity · width, ...] (one gather).
   flat = jax.random.randint(key, (batch_size,), 0, jnp.maximum(state.size, 1) * state.width)
-  rows, cols = flat // state.width, flat % state.width
-  return jax.tree.map(lambda buf: buf[rows, cols], state.data)
+  return jax.tree.map(lambda buf: _flatten(buf)[flat], state.data)
 
 
 def sample_sequences(state: ReplayState, key: jax.Array, batch_size: int,
@@ -91,4 +92,9 @@ def sample_sequences(state: ReplayState, key: jax.Array, batch_size: int,
   flat = jax.random.randint(key, (batch_size,), 0, num_starts * state.width)
   offset, cols = flat // state.width, (flat % state.width)[:, None]
   rows = (oldest + offset[:, None] + jnp.arange(length)[None]) % state.capacity  # [B, T]
-  return jax.tree.map(lambda buf: buf[rows, cols], state.data)
+  return jax.tree.map(lambda buf: _flatten(buf)[rows * state.width + cols], state.data)
+
+
+def _flatten(buf: jax.Array) -> jax.Array:
+  """[capacity, width, ...] viewed as [capacity · width, ...] (a bitcast, no copy)."""
+  return jnp.reshape(buf, (-1,) + buf.shape[2:])
