@@ -94,7 +94,8 @@ def names() -> Tuple[str, ...]:
 # --- the agents: one line each ----------------------------------------------
 register("sac", sac.SACConfig(), sac.make, base.OFF_POLICY, (base.CONTINUOUS,),
          "soft actor-critic: reverse-KL actor, twin critics, tuned temperature")
-register("sac-fkl", sac.SACConfig(policy_loss="fkl", num_action_samples=16), sac.make, base.OFF_POLICY,
+register("sac-fkl", sac.SACConfig(policy_loss="fkl", num_action_samples=16), sac.make,
+         base.OFF_POLICY,
          (base.CONTINUOUS,), "SAC with the forward-KL actor step (Lavington et al. 2021)")
 register("sql", sql.SQLConfig(), sql.make, base.OFF_POLICY, (base.DISCRETE,),
          "soft Q-learning: Boltzmann policy of Q, one-step or n-step soft targets")

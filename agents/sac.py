@@ -61,6 +61,11 @@ class SACConfig:
       raise ValueError(f"policy_loss must be 'rkl' or 'fkl', got {self.policy_loss!r}")
     if self.num_action_samples < 1:
       raise ValueError(f"num_action_samples must be >= 1, got {self.num_action_samples}")
+    if self.policy_loss == "fkl" and self.num_action_samples < 2:
+      # One sample has self-normalised weight 1: the step is −∇ log π(a), a ~ π, whose
+      # expectation is zero. The actor would not learn.
+      raise ValueError("policy_loss='fkl' needs num_action_samples >= 2 (16 by default "
+                       f"for sac-fkl), got {self.num_action_samples}")
 
 
 @flax.struct.dataclass

@@ -124,7 +124,7 @@ def test_fkl_and_rkl_differ_only_in_the_actor():
   batch = _batch(jax.random.PRNGKey(2))
   outs = {}
   for loss in ("rkl", "fkl"):
-    agent = sac.make(sac.SACConfig(hidden=(8,), policy_loss=loss), SPEC)
+    agent = sac.make(sac.SACConfig(hidden=(8,), policy_loss=loss, num_action_samples=4), SPEC)
     state = agent.init(jax.random.PRNGKey(0))
     outs[loss] = jax.jit(agent.update)(state, batch, jax.random.PRNGKey(3))[0]
   jax.tree.map(np.testing.assert_array_equal, outs["rkl"].critic, outs["fkl"].critic)
@@ -172,6 +172,11 @@ def test_sac_refuses_discrete_envs_in_one_line():
                                name="cartpole")
   with pytest.raises(base.UnsupportedEnv, match="sac needs continuous actions; 'cartpole'"):
     sac.make(sac.SACConfig(), spec)
+
+
+def test_fkl_with_one_sample_is_refused():
+  with pytest.raises(ValueError, match="num_action_samples >= 2"):
+    sac.SACConfig(policy_loss="fkl", num_action_samples=1)
 
 
 def test_target_entropy_default_and_override():
