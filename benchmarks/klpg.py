@@ -42,14 +42,14 @@ SETTINGS = {
         train=dict(env="cartpole", total_steps=500_000, num_envs=128, num_minibatches=4,
                    num_epochs=4, eval_every=20_000, episode_length=500, num_eval_envs=16),
         agent=dict(),
-        target=475.0, budget=500_000),
+        target=475.0, budget=None),  # no budget: the last evaluation
     "inverted_pendulum": dict(
         # 4,096 env steps per rollout, 25 rollouts per evaluation, 19 evaluations:
         # 1,945,600 env steps per seed, the last whole interval within 2M.
         train=dict(env="inverted_pendulum", backend="positional", total_steps=1_945_600,
                    num_envs=128, num_minibatches=4, num_epochs=4, eval_every=102_400,
                    episode_length=1000, num_eval_envs=16),
-        agent=dict(reward_scale=0.1, temperature=0.05),
+        agent=dict(reward_scale=0.1, temperature=0.05, policy_lr=1e-4),
         target=950.0, budget=2_000_000),
 }
 #: Stable EM on: π0 = the policy refreshed every `prior_period` updates (16 = one rollout's
@@ -83,15 +83,24 @@ def run(train_kw: dict, agent_kw: dict, seeds: int) -> dict:
 
 
 def summarise(result: dict, target: float, budget: int) -> dict:
-  """Per seed: final eval return, first evaluation >= target, mean of the last 3."""
+  """Per seed: final eval return, first evaluation >= target, mean of the last 3.
+
+  Only evaluations within `budget` env steps count (None: all); "after the
+  first" counts, over seeds, the later evaluations and those still >= target.
+  """
   steps = np.array(result["steps"])
   ret = np.array(result["curves"]["eval_return"])  # [I, S]
-  within = steps <= budget
+  within = steps <= (steps[-1] if budget is None else budget)
+  steps, ret = steps[within], ret[within]
   first = [next((int(s) for s, v in zip(steps, ret[:, j]) if v >= target), None)
            for j in range(ret.shape[1])]
-  final = ret[within][-1]
-  return dict(final=final.tolist(), last3=ret[within][-3:].mean(0).tolist(),
-              first_step_ge_target=first, final_step=int(steps[within][-1]),
+  final = ret[-1]
+  after = [v for j, f in enumerate(first) if f is not None
+           for s, v in zip(steps, ret[:, j]) if s > f]
+  return dict(final=final.tolist(), last3=ret[-3:].mean(0).tolist(),
+              first_step_ge_target=first, final_step=int(steps[-1]),
+              evaluations_after_first=len(after),
+              of_which_ge_target=int(sum(v >= target for v in after)),
               met=bool(np.all(final >= target)), seeds_met=int(np.sum(final >= target)))
 
 
@@ -167,14 +176,16 @@ def main(argv=None):
   total_wall = time.time() - t_start
 
   md = ["| env | stable EM | seeds | env steps/seed | final eval return per seed | "
-        "mean of last 3 evals per seed | first step >= target per seed | target met | "
-        "wall s (first interval s) |", "|---|---|---|---|---|---|---|---|---|"]
+        "mean of last 3 evals per seed | first step >= target per seed | "
+        "evals >= target after the first | target met (final eval) | "
+        "wall s (first interval s) |", "|---|---|---|---|---|---|---|---|---|---|"]
   for env, by_variant in summary.items():
     for variant, r in by_variant.items():
       met = "-" if args.quick else f"{r['seeds_met']}/{seeds}"
       md.append(f"| {env} | {'on' if variant.endswith('on') else 'off'} | {seeds} | "
                 f"{r['final_step']:,} | {_fmt(r['final'])} | {_fmt(r['last3'])} | "
-                f"{_fmt(r['first_step_ge_target'])} | {met} | "
+                f"{_fmt(r['first_step_ge_target'])} | "
+                f"{r['of_which_ge_target']} of {r['evaluations_after_first']} | {met} | "
                 f"{r['wall_s']:.0f} ({r['first_interval_s']:.0f}) |")
   machine = dict(_common.machine(), cpu=_cpu())
   head = [f"Command: `{_common.command()}`", "",
@@ -185,8 +196,9 @@ def main(argv=None):
     run_settings = results[env]["stable_em_off"]
     head.append(f"* {env}: loop {run_settings['train']}; agent "
                 f"{SETTINGS[env]['agent'] or 'defaults'}, i.e. {run_settings['agent']}; "
-                f"target {SETTINGS[env]['target']} on every seed within "
-                f"{SETTINGS[env]['budget']:,} env steps per seed")
+                f"target {SETTINGS[env]['target']} on every seed at the last evaluation"
+                + (f" within {SETTINGS[env]['budget']:,} env steps per seed"
+                   if SETTINGS[env]['budget'] else ""))
   text = "\n".join(head + [""] + md) + "\n"
   print(text)
   if args.quick:
