@@ -25,9 +25,13 @@ Per batch, with a Q-network Q_θ over all A actions and its target Q̄:
     action paying its regulariser, cut at the first episode end (`done`:
     bootstrap from that step's true next observation, 0 if it terminated). The
     regulariser is that of π̄, the Boltzmann policy of Q̄; written as Q̄ − V̄
-    (log π̄ = (Q̄ − V̄)/τ + log π0) it stays finite at τ = 0. Like n-step
-    Q-learning this is uncorrected for the behaviour policy (exact when the
-    replayed actions follow π̄).
+    (log π̄ = (Q̄ − V̄)/τ + log π0) it stays finite at τ = 0. Equivalently
+    G[0] = r[0] + γ V̄[0] + γ Σ_k (discounted) (r[k] + γ V̄[k] − Q̄(s[k], a[k])):
+    Q* is a fixed point whatever the behaviour (the Q(λ) of Harutyunyan et al.,
+    2016, λ = 1, in soft form), but errors of Q̄ at the replayed actions enter
+    with weight γ^k, which can be unstable far off-policy.
+    `n_step_regularizer="expected"` pays E_π̄[reg[i]] = τ KL(π̄ ‖ π0) instead
+    (n-step Q-learning's return plus the regulariser: stabler, biased off-policy).
   loss:    L_Q = ½ mean δ²  (or Huber with `huber_delta`)
   τ:       fixed, or tuned through log τ with L = τ (Ĥ − H̄)
            [rlax_inf.entropy_temperature_loss], H̄ = target_entropy_fraction · log A,
@@ -71,6 +75,11 @@ class SQLConfig:
     discount: γ.
     n_step: 1: one-step soft Q-learning on [B] transitions; T > 1: soft T-step
       returns on [B, T] sequences (the loop's `needs.sequence_length`).
+    n_step_regularizer: what each intermediate step of an n-step return pays:
+      "sampled": τ (log π̄ − log π0) of the action taken (Q* is a fixed point
+      for any behaviour); "expected": its mean under π̄, τ KL(π̄ ‖ π0) (−τ H(π̄)
+      for the counting measure), lower variance but biased towards the
+      behaviour's values off-policy, as n-step Q-learning is.
     temperature: τ (fixed), or its initial value when `learn_temperature`.
     learn_temperature: tune τ so that the policy's entropy tracks the target.
     target_entropy_fraction: H̄ = fraction · log A (entropy tuning only).
@@ -89,6 +98,7 @@ class SQLConfig:
   max_grad_norm: Optional[float] = None
   discount: float = 0.99
   n_step: int = 1
+  n_step_regularizer: str = "sampled"
   temperature: float = 0.1
   learn_temperature: bool = False
   target_entropy_fraction: float = 0.3
@@ -105,6 +115,9 @@ class SQLConfig:
       raise ValueError(f"n_step must be >= 1, got {self.n_step}")
     if self.temperature < 0 or (self.learn_temperature and self.temperature <= 0):
       raise ValueError(f"temperature must be >= 0 (> 0 when learned), got {self.temperature}")
+    if self.n_step_regularizer not in ("sampled", "expected"):
+      raise ValueError("n_step_regularizer must be 'sampled' or 'expected', "
+                       f"got {self.n_step_regularizer!r}")
     if self.target_update_period < 0:
       raise ValueError(f"target_update_period must be >= 0, got {self.target_update_period}")
     if not 0.0 < self.polyak <= 1.0:
@@ -172,7 +185,13 @@ def make_losses(config: SQLConfig, q_net: networks.MLP, num_actions: int):
   def n_step_target(r_t, discount_t, done_t, q_t, a_next, temperature):
     """G[0] of one sequence [T]; q_t = Q̄(next_obs) [T, A], a_next[i] = a[i+1]."""
     v_t = soft_value(q_t, temperature, prior)
-    reg_t = take(q_t, a_next) - v_t  # τ (log π̄ − log π0)(a[i+1] | next_obs[i])
+    adv_t = q_t - v_t[:, None]  # τ (log π̄ − log π0)(a | next_obs[i]) for every a
+    if config.n_step_regularizer == "sampled":
+      reg_t = take(adv_t, a_next)
+    else:  # E_{a ~ π̄}[τ (log π̄ − log π0)(a)] = τ KL(π̄ ‖ π0)
+      log_pi_t = jax.vmap(rlax_inf.boltzmann_log_policy, (0, None, None))(
+          q_t, temperature, prior)
+      reg_t = jnp.sum(jnp.where(jnp.isneginf(log_pi_t), 0.0, jnp.exp(log_pi_t) * adv_t), -1)
     returns = rlax_inf.soft_lambda_returns(r_t, discount_t, v_t, reg_t, 1.0 - done_t)
     return returns[0]
 

@@ -154,11 +154,11 @@ _CONFIGS = {
     "1step-prior-hard": sql.SQLConfig(hidden=(8,), temperature=0.5, discount=0.9,
                                       prior_logits=(0.0, 1.0, -1.0, 0.5),
                                       target_update_period=1),
-    "nstep-tuned": sql.SQLConfig(hidden=(8,), temperature=0.7, n_step=T,
-                                 learn_temperature=True, learning_rate=1e-2),
-    "nstep-prior-hard": sql.SQLConfig(hidden=(8,), temperature=0.3, n_step=T, discount=0.8,
-                                      prior_logits=(0.0, 1.0, -1.0, 0.5),
-                                      target_update_period=2),
+    "nstep-tuned-prior-hard": sql.SQLConfig(hidden=(8,), temperature=0.3, n_step=T,
+                                            discount=0.8, learn_temperature=True,
+                                            learning_rate=1e-2,
+                                            prior_logits=(0.0, 1.0, -1.0, 0.5),
+                                            target_update_period=2),
 }
 
 
@@ -205,12 +205,14 @@ def test_temperature_zero_is_rlax_q_learning():
   assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(new.q))
 
 
-def test_n_step_target_by_hand():
+@pytest.mark.parametrize("regularizer", ["sampled", "expected"])
+def test_n_step_target_by_hand(regularizer):
   """Q̄ a table on one-hot states (hidden=()), τ = 1, γ = 1/2: the returns worked out by hand."""
   table = np.array([[0.0, 0.0], [1.0, 0.0], [math.log(3.0), 0.0]], np.float32)  # Q̄[s, a]
   # V̄ = log Σ exp Q̄: V̄(0) = log 2, V̄(1) = log(e + 1), V̄(2) = log 4.
   spec = types.SimpleNamespace(name="toy", observation_size=3, action_size=2, discrete=True)
-  cfg = sql.SQLConfig(hidden=(), temperature=1.0, discount=0.5, n_step=3)
+  cfg = sql.SQLConfig(hidden=(), temperature=1.0, discount=0.5, n_step=3,
+                      n_step_regularizer=regularizer)
   q_loss, _ = sql.make_losses(cfg, sql.networks.MLP((), 2), 2)
   target_q = {"params": {"Dense_0": {"kernel": jnp.asarray(table), "bias": jnp.zeros(2)}}}
   zero_q = jax.tree.map(jnp.zeros_like, target_q)  # Q_θ = 0: δ = G[0]
@@ -226,14 +228,18 @@ def test_n_step_target_by_hand():
       done=jnp.asarray([[0.0, 1.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 0.0]]),
       next_obs=one_hot([[1, 2, 2], [2, 1, 1], [2, 0, 1]]))
   v = {0: math.log(2.0), 1: math.log(math.e + 1.0), 2: math.log(4.0)}
-  log_pi = lambda s, a: table[s, a] - v[s]  # τ = 1, counting measure
+  if regularizer == "sampled":
+    reg = lambda s, a: table[s, a] - v[s]  # τ log π̄(a|s), τ = 1, counting measure
+  else:  # its mean under π̄: −H(π̄(·|s)), whatever the action
+    p = lambda s: np.exp(table[s] - v[s])
+    reg = lambda s, a: float(np.sum(p(s) * np.log(p(s))))
   expected = [
-      # r0 + γ (r1 − log π̄(a1|s1)) + γ² V̄(s2): cut after step 1 (truncated, bootstraps).
-      1.0 + 0.5 * (2.0 - log_pi(1, 1)) + 0.25 * v[2],
-      # r0 + γ (r1 − log π̄(a1|s2)) and no bootstrap after the terminal.
-      1.0 + 0.5 * (-1.0 - log_pi(2, 0)),
+      # r0 + γ (r1 − reg(s1, a1)) + γ² V̄(s2): cut after step 1 (truncated, bootstraps).
+      1.0 + 0.5 * (2.0 - reg(1, 1)) + 0.25 * v[2],
+      # r0 + γ (r1 − reg(s2, a1)) and no bootstrap after the terminal.
+      1.0 + 0.5 * (-1.0 - reg(2, 0)),
       # Three full steps, bootstrapping on V̄(s1).
-      0.0 + 0.5 * (1.0 - log_pi(2, 0)) + 0.25 * (2.0 - log_pi(0, 1)) + 0.125 * v[1],
+      0.0 + 0.5 * (1.0 - reg(2, 0)) + 0.25 * (2.0 - reg(0, 1)) + 0.125 * v[1],
   ]
   _, (td, _) = jax.jit(q_loss, static_argnums=2)(zero_q, target_q, 1.0, batch)
   np.testing.assert_allclose(td, expected, rtol=1e-6)
@@ -296,3 +302,5 @@ def test_refuses_continuous_actions_and_bad_config():
     sql.make(sql.SQLConfig(prior_logits=(0.0, 1.0)), SPEC)
   with pytest.raises(ValueError, match="n_step"):
     sql.SQLConfig(n_step=0)
+  with pytest.raises(ValueError, match="n_step_regularizer"):
+    sql.SQLConfig(n_step_regularizer="mean")
