@@ -1,7 +1,11 @@
 """The contract on the physics suites: every continuous-action agent trains a few steps,
 through a checkpoint, on Brax `inverted_pendulum` with each backend and on a MuJoCo
 Playground env (MJX underneath: its state holds zero-size arrays, which the checkpoint
-must carry)."""
+must carry).
+
+Ten Brax / MJX / Playground compiles: opt-in (`make test-physics`, i.e.
+`pytest -m physics`), outside CI's default `make test` to keep it well under 25 min
+on 2 cores."""
 
 import sys
 import os
@@ -21,6 +25,7 @@ CONTINUOUS = [n for n in registry.names()
 FAMILIES = [("inverted_pendulum", b) for b in envs.BACKENDS] + [("CartpoleBalance", "mjx")]
 
 
+@pytest.mark.physics
 @pytest.mark.slow
 @pytest.mark.parametrize("name", CONTINUOUS)
 @pytest.mark.parametrize("env, backend", FAMILIES)
