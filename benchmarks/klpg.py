@@ -22,6 +22,7 @@ the mean), after every evaluation interval.
 
 import argparse
 import dataclasses
+import json
 import os
 import subprocess
 import time
@@ -35,6 +36,9 @@ from rlax_inf.agents import training
 from rlax_inf.agents.config import TrainConfig
 
 RESULTS = os.path.join(os.path.dirname(__file__), "results")
+#: Finished runs are kept here (git-ignored) and reused when the settings match, so a
+#: benchmark killed half-way (the 2-core machine is shared) resumes where it stopped.
+CACHE = "runs/bench_klpg"
 
 #: Per env: the loop's settings, the agent's settings (stable EM off), the target.
 SETTINGS = {
@@ -60,10 +64,23 @@ QUICK = dict(total_steps=8_192, num_envs=16, eval_every=4_096, num_eval_envs=2)
 QUICK_EPISODE = {"cartpole": 100, "inverted_pendulum": 100}
 
 
-def run(train_kw: dict, agent_kw: dict, seeds: int) -> dict:
-  """Train `seeds` seeds (vmapped); per evaluation: env steps, returns, KL, wall time."""
+def run(train_kw: dict, agent_kw: dict, seeds: int, cache: str = None) -> dict:
+  """Train `seeds` seeds (vmapped); per evaluation: env steps, returns, KL, wall time.
+
+  With `cache` (a json path), a finished run with the same settings is read back
+  instead of trained, and a new run is written there.
+  """
   cfg = TrainConfig(num_seeds=seeds, **train_kw)
-  trainer = training.Trainer(cfg, klpg.KLPGConfig(**agent_kw), "klpg")
+  agent_cfg = klpg.KLPGConfig(**agent_kw)
+  settings = json.loads(json.dumps(dict(train=dataclasses.asdict(cfg),
+                                        agent=dataclasses.asdict(agent_cfg))))
+  if cache and os.path.exists(cache):
+    with open(cache) as f:
+      cached = json.load(f)
+    if {k: cached[k] for k in ("train", "agent")} == settings:
+      print(f"  reusing {cache}", flush=True)
+      return cached
+  trainer = training.Trainer(cfg, agent_cfg, "klpg")
   t0 = time.time()
   ts = trainer.init(trainer.seed_keys())
   rows, walls = [], []
@@ -77,9 +94,13 @@ def run(train_kw: dict, agent_kw: dict, seeds: int) -> dict:
           f"{walls[-1]:.0f} s", flush=True)
   steps = [(i + 1) * trainer.env_steps_per_interval for i in range(len(rows))]
   curves = {k: np.array([r[k] for r in rows]) for k in rows[0]}  # [I, S]
-  return dict(train=dataclasses.asdict(cfg), agent=dataclasses.asdict(trainer.agent_config),
-              steps=steps, wall_s=walls[-1], first_interval_s=walls[0],
-              curves={k: v.tolist() for k, v in curves.items()})
+  result = dict(settings, steps=steps, wall_s=walls[-1], first_interval_s=walls[0],
+                curves={k: v.tolist() for k, v in curves.items()})
+  if cache:
+    os.makedirs(os.path.dirname(cache), exist_ok=True)
+    with open(cache, "w") as f:
+      json.dump(result, f)
+  return result
 
 
 def summarise(result: dict, target: float, budget: int) -> dict:
@@ -169,11 +190,13 @@ def main(argv=None):
     for variant, agent_kw in (("stable_em_off", s["agent"]),
                               ("stable_em_on", dict(s["agent"], **STABLE_EM))):
       print(f"{env} {variant}: {train_kw} {agent_kw}", flush=True)
-      r = run(train_kw, agent_kw, seeds)
+      r = run(train_kw, agent_kw, seeds,
+              None if args.quick else os.path.join(CACHE, f"{env}_{variant}.json"))
       results[env][variant] = r
       summary[env][variant] = dict(summarise(r, target, budget), wall_s=r["wall_s"],
                                    first_interval_s=r["first_interval_s"])
   total_wall = time.time() - t_start
+  train_wall = sum(r["wall_s"] for by_variant in results.values() for r in by_variant.values())
 
   md = ["| env | stable EM | seeds | env steps/seed | final eval return per seed | "
         "mean of last 3 evals per seed | first step >= target per seed | "
@@ -190,7 +213,9 @@ def main(argv=None):
   machine = dict(_common.machine(), cpu=_cpu())
   head = [f"Command: `{_common.command()}`", "",
           f"Machine: {machine['cpu']}, {machine['cores']} CPU cores, jax {machine['jax']} "
-          f"({machine['backend']}); total wall time {total_wall:.0f} s.", "",
+          f"({machine['backend']}); wall time of the runs {train_wall:.0f} s in all (this "
+          f"invocation {total_wall:.0f} s; runs with the same settings are reused from "
+          f"{CACHE}/).", "",
           "Settings (stable EM off; on = the same plus " + f"{STABLE_EM}):", ""]
   for env in summary:
     run_settings = results[env]["stable_em_off"]
@@ -208,7 +233,8 @@ def main(argv=None):
   text = ("# KLPG learning benchmark\n\n" + text + f"\nLearning curves, stable EM off vs on: "
           f"{os.path.basename(png)}\n")
   _common.write_results("klpg", dict(command=_common.command(), machine=machine,
-                                     total_wall_s=total_wall, summary=summary,
+                                     total_wall_s=total_wall, train_wall_s=train_wall,
+                                     summary=summary,
                                      stable_em=STABLE_EM, results=results), text)
 
 
