@@ -328,10 +328,7 @@ def make(config: KLPGConfig, env_spec: Any) -> base.Agent:
     d = policy.dist(params.actor, normalizer_lib.normalize(params.normalizer, obs))
     return policy.sample(d, key, deterministic)
 
-  def observe(state, obs):
-    if not config.normalize_observations:
-      return state
-    return state.replace(normalizer=normalizer_lib.update(state.normalizer, obs))
+  observe = normalizer_lib.make_observe(config.normalize_observations)
 
   def update(state, batch, key):
     """One step on a [B, T] rollout batch: policy, then value, then the prior swap."""

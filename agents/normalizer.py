@@ -4,6 +4,8 @@ Pure: `update(state, obs_batch) -> state`; `normalize(state, obs)`. Merging uses
 Chan et al.'s parallel variance formula, so batches of any size combine exactly.
 """
 
+from typing import Callable
+
 import flax.struct
 import jax.numpy as jnp
 
@@ -42,3 +44,19 @@ def normalize(state: NormalizerState, obs: jnp.ndarray, clip: float = 10.0) -> j
   var = jnp.where(state.count > 1, state.m2 / jnp.maximum(state.count - 1, 1.0), 1.0)
   std = jnp.maximum(jnp.sqrt(var), 1e-3)
   return jnp.clip((obs - state.mean) / std, -clip, clip)
+
+
+def make_observe(enabled: bool) -> Callable:
+  """An agent's `observe(state, obs)`: folds `obs` into `state.normalizer` if enabled.
+
+  The state is any flax dataclass with a `normalizer` field; disabled, `observe`
+  returns the state unchanged (the statistics stay at zero and `normalize` is the
+  identity up to the clip).
+  """
+
+  def observe(state, obs):
+    if not enabled:
+      return state
+    return state.replace(normalizer=update(state.normalizer, obs))
+
+  return observe

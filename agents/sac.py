@@ -181,10 +181,7 @@ def make(config: SACConfig, env_spec: Any) -> base.Agent:
     u = tanh_normal.sample_pre_tanh(key, mean, std)
     return jnp.tanh(base.select(deterministic, mean, u)), {}
 
-  def observe(state, obs):
-    if not config.normalize_observations:
-      return state
-    return state.replace(normalizer=normalizer_lib.update(state.normalizer, obs))
+  observe = normalizer_lib.make_observe(config.normalize_observations)
 
   def update(state, batch, key):
     """One SAC (or SAC-FKL) step on a [B] batch: critic, then actor, then α, then targets."""

@@ -273,10 +273,7 @@ def make(config: SQLConfig, env_spec: Any) -> base.Agent:
     greedy = jnp.argmax(q, axis=-1).astype(jnp.int32)
     return base.select(deterministic, greedy, sampled), {}
 
-  def observe(state, obs):
-    if not config.normalize_observations:
-      return state
-    return state.replace(normalizer=normalizer_lib.update(state.normalizer, obs))
+  observe = normalizer_lib.make_observe(config.normalize_observations)
 
   def update(state, batch, key):
     """One soft Q-learning step: Q-network, then τ (if learned), then the target network."""

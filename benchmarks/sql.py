@@ -31,6 +31,7 @@ which only checks that everything runs: CI size, well under a minute idle).
 
 import argparse
 import dataclasses
+import json
 import os
 import time
 
@@ -203,9 +204,9 @@ def visit_counts(replay, num_states, num_actions):
 def markdown(results, wall_s):
   m = _common.machine()
   lines = ["# Soft Q-learning (`sql`) benchmark", "",
-           f"Command: `{_common.command()}`", "",
            f"Machine: {m['cpu']}, {m['cores']} CPU cores, jax {m['jax']} ({m['backend']}). "
-           f"Wall time of the whole benchmark: {wall_s:.0f} s.", ""]
+           f"Wall time of the last invocation: {wall_s:.0f} s. Each section names the "
+           "command that produced it.", ""]
   if "cartpole" in results:
     r = results["cartpole"]
     lines += ["## cartpole (pure JAX, discrete, max return 500)", "",
@@ -222,7 +223,8 @@ def markdown(results, wall_s):
                    f"{int(np.sum(ret[:, s] >= TARGET_RETURN))} of {ret.shape[0]} | "
                    f"{np.asarray(r['eval_return_stochastic'])[-1, s]:.1f} | "
                    f"{r['q_mean'][s]:.1f} |")
-    lines += ["", _timing(r), "", f"Settings: `{_settings(r)}`", ""]
+    lines += ["", _timing(r), "", f"Settings: `{_settings(r)}`", "",
+              f"Command: `{r.get('command', _common.command())}`", ""]
   for name in ("gridworld", "four_rooms"):
     if name not in results:
       continue
@@ -239,7 +241,8 @@ def markdown(results, wall_s):
     for s in range(len(r["final"])):
       lines.append(f"| {s} | {r['final'][s]:.2%} | {r['mean_rel_error'][-1][s]:.2%} | "
                    f"{r['visited_pairs'][s]} | {r['min_visits'][s]} |")
-    lines += ["", _timing(r), "", f"Settings: `{_settings(r)}`", ""]
+    lines += ["", _timing(r), "", f"Settings: `{_settings(r)}`", "",
+              f"Command: `{r.get('command', _common.command())}`", ""]
   return "\n".join(lines)
 
 
@@ -302,9 +305,21 @@ def main():
       settings = quick(settings)
     results[name] = cartpole(settings) if name == "cartpole" else tabular(name, settings)
     r = results[name]
+    r["command"] = _common.command()
     print(f"{name}: final {np.round(r['final'], 4).tolist()} met={r['met']} "
           f"wall {r['timing']['wall_s']:.0f} s", flush=True)
   wall = time.perf_counter() - t0
+  path = os.path.join(RESULTS, "sql.json")
+  if not args.quick and os.path.exists(path):
+    # --only re-runs a subset: the other sections stay, each with its own command.
+    with open(path) as f:
+      kept = json.load(f)
+    command = kept.get("command")
+    for name, r in kept["results"].items():
+      if name not in results:
+        r.setdefault("command", command)
+        results[name] = r
+    results = {n: results[n] for n in ("cartpole", "gridworld", "four_rooms") if n in results}
   md = markdown(results, wall)
   print(md)
   if not args.quick:
