@@ -1,4 +1,7 @@
-"""Tests for rlax_inf.policy_losses: minimisers, rlax's MPO, gradient flow, extremes, bad input.
+"""Tests for the policy losses (divergences, kl_regularized, mpo_ops, virel_ops).
+
+Minimisers, rlax's MPO, gradient flow, extremes, bad input; `pl` is the former
+module `rlax_inf.policy_losses`, which re-exports the same objects.
 
 Unbiasedness of the stochastic estimators is in test_estimator_gradients.py.
 """
@@ -414,5 +417,10 @@ def test_bad_input_raises_naming_the_argument(name, call):
 
 
 def test_api_names_are_exported():
-  assert rlax_inf.reverse_kl_loss is pl.reverse_kl_loss
-  assert rlax_inf.forward_kl_loss is pl.forward_kl_loss
+  from rlax_inf import divergences, kl_regularized, mpo_ops, virel_ops  # pylint: disable=g-import-not-at-top
+  modules = (divergences, kl_regularized, mpo_ops, virel_ops)
+  public = [n for n in dir(pl) if n.isidentifier() and not n.startswith("_")]
+  assert len(public) == 21, public
+  for name in public:
+    assert getattr(rlax_inf, name) is getattr(pl, name), name
+    assert sum(getattr(m, name, None) is getattr(pl, name) for m in modules) >= 1, name

@@ -1,0 +1,185 @@
+"""MPO: policy improvement by EM with KL bounds (Abdolmaleki et al., 2018).
+
+One state per call with N actions sampled from the previous policy, as
+`rlax.mpo_ops` is kept apart from the rest of rlax:
+  * E-step: non-parametric weights softmax(Q/η) and the convex dual of the
+    temperature η (`mpo_e_step`);
+  * M-step: weighted maximum likelihood (`mpo_m_step_loss`) under KL bounds
+    enforced by Lagrange multipliers (`lagrange_penalty`, `project_multiplier`);
+  * both together: `mpo_loss` (values and gradients equal `rlax.mpo_loss`).
+
+Named `mpo_ops` (as rlax names it) so that it is not confused with the agent,
+`rlax_inf.agents.mpo`. E-step weights are stop-gradient.
+"""
+
+from typing import NamedTuple, Sequence, Tuple
+
+import chex
+import jax
+import jax.numpy as jnp
+
+from rlax_inf import divergences
+from rlax_inf import values
+from rlax_inf._checks import check_samples as _check_samples
+from rlax_inf._checks import check_temperature as _check_temperature
+
+Array = chex.Array
+Numeric = chex.Numeric
+
+_MULTIPLIER_FLOOR = 1e-10  # rlax's `_EPSILON`, the floor of MPO's duals.
+
+
+def project_multiplier(x: Array, floor: float = _MULTIPLIER_FLOOR) -> Array:
+  """Projects a Lagrange multiplier onto [floor, ∞), with a straight-through gradient.
+
+    value = max(x, floor),   gradient = 1.
+
+  rlax clips (`jnp.clip(x, min=1e-10)`) with zero gradient below the floor, so
+  a multiplier that reaches the floor can never grow again; here the value is
+  the same but the dual gradient still reaches x.
+
+  Args:
+    x: the raw multiplier(s).
+    floor: the smallest value.
+
+  Returns:
+    The projected multiplier(s).
+  """
+  return jnp.maximum(jax.lax.stop_gradient(x), floor) + (x - jax.lax.stop_gradient(x))
+
+
+def mpo_e_step(q: Array, temperature: Numeric, epsilon: Numeric) -> Tuple[Array, Array]:
+  """MPO's E-step: non-parametric weights and the temperature dual.
+
+    w̄_k = softmax_k(Q(s, a_k)/η),   a_k ~ π_old,
+    g(η) = η ε + η log (1/N) Σ_k exp(Q(s, a_k)/η),
+
+  the solution of max_q E_q[Q] s.t. KL(q ‖ π_old) ≤ ε and its convex dual in η,
+  minimised at the η where the bound is tight. Weights are stop-gradient;
+  g(0) = max_k Q (the hard limit). Values and gradients equal
+  `rlax.mpo_compute_weights_and_temperature_loss` for η > 0.
+  Abdolmaleki et al., "Maximum a Posteriori Policy Optimisation", 2018.
+
+  Args:
+    q: Q(s, a_k) of N samples of the previous policy [N].
+    temperature: η ≥ 0 (the dual variable; may be traced).
+    epsilon: ε, the KL bound.
+
+  Returns:
+    (weights [N], temperature_loss []).
+  """
+  chex.assert_rank(q, 1, custom_message="`q` must be [N]")
+  chex.assert_type(q, float, custom_message="`q` must be floating point")
+  _check_temperature(temperature)
+  eta = jnp.asarray(temperature, q.dtype)
+  n = q.shape[0]
+  q_max = jnp.max(q)
+  z = (q - jax.lax.stop_gradient(q_max)) / values.safe_temperature(eta)
+  log_mean = jax.nn.logsumexp(z) - jnp.log(jnp.asarray(n, q.dtype))
+  soft_dual = eta * epsilon + jax.lax.stop_gradient(q_max) + eta * log_mean
+  dual = jnp.where(eta > 0, soft_dual, q_max)
+  is_max = q == q_max
+  hard_w = is_max / jnp.sum(is_max)
+  weights = jnp.where(eta > 0, jax.nn.softmax(z), hard_w.astype(q.dtype))
+  return jax.lax.stop_gradient(weights), dual
+
+
+def mpo_m_step_loss(log_pi: Array, weights: Array) -> Array:
+  """MPO's M-step: weighted maximum likelihood of the E-step samples.
+
+    L = − Σ_k w̄_k log π(a_k|s),   w̄ stop-gradient.
+
+  For decoupled Gaussian updates pass log π = log N(a; μ, σ_old) +
+  log N(a; μ_old, σ) (`distributions.decoupled_gaussian_log_prob`).
+
+  Args:
+    log_pi: log π(a_k|s) [N] (gradient flows).
+    weights: w̄ [N] from `mpo_e_step`.
+
+  Returns:
+    The scalar loss.
+  """
+  chex.assert_rank([log_pi, weights], 1)
+  chex.assert_equal_shape([log_pi, weights],
+                          custom_message="`weights` must match `log_pi`")
+  chex.assert_type([log_pi, weights], float)
+  return divergences.weighted_nll(jax.lax.stop_gradient(weights), log_pi)
+
+
+def lagrange_penalty(
+    kl: Array, alpha: Array, epsilon: Numeric, projection=project_multiplier
+) -> Tuple[Array, Array]:
+  """A KL bound KL ≤ ε by Lagrangian coordinate descent (MPO's M-step constraints).
+
+    kl_loss    = sg(α̃) · KL          (trains the policy)
+    alpha_loss = α̃ · (ε − sg(KL))    (trains the multiplier),   α̃ = projection(α),
+
+  a per-dimension KL [D] gets a per-dimension α and is summed.
+
+  Args:
+    kl: the KL [] or per dimension [D] (gradient flows to the policy).
+    alpha: the multiplier, of the shape of `kl`.
+    epsilon: ε, the bound.
+    projection: maps α onto the feasible set (default: `project_multiplier`).
+
+  Returns:
+    (kl_loss, alpha_loss), two scalars.
+  """
+  chex.assert_rank(kl, {0, 1}, custom_message="`kl` must be [] or [D]")
+  chex.assert_type([kl, alpha], float)
+  alpha = projection(alpha)
+  kl_loss = jax.lax.stop_gradient(alpha) * kl
+  alpha_loss = alpha * (epsilon - jax.lax.stop_gradient(kl))
+  return jnp.sum(kl_loss), jnp.sum(alpha_loss)
+
+
+class MPOExtra(NamedTuple):
+  policy_loss: Array
+  temperature_loss: Array
+  kl_loss: Array
+  alpha_loss: Array
+  weights: Array
+
+
+def mpo_loss(
+    log_pi: Array,
+    q: Array,
+    temperature: Array,
+    epsilon: Numeric,
+    kl_constraints: Sequence[Tuple[Array, Array, Numeric]] = (),
+    projection=project_multiplier,
+) -> Tuple[Array, MPOExtra]:
+  """MPO for one state: E-step weights and dual, M-step with KL bounds.
+
+    L = −Σ_k w̄_k log π(a_k|s) + g(η̃) + Σ_c [sg(α̃_c) KL_c + α̃_c (ε_c − sg(KL_c))],
+    w̄ = softmax(Q/η̃),  η̃ = projection(η),  α̃_c = projection(α_c),
+
+  with g the temperature dual of `mpo_e_step`. Decoupled mean / covariance
+  bounds are two constraints, e.g. (KL_μ, α_μ, ε_μ) and (KL_σ, α_σ, ε_σ) from
+  `distributions.decoupled_gaussian_kl`. Same value as `rlax.mpo_loss`
+  (sample_axis=0, one example), and same gradients while every multiplier is
+  above the floor.
+  Abdolmaleki et al., "Maximum a Posteriori Policy Optimisation", 2018.
+
+  Args:
+    log_pi: log π(a_k|s) [N] of samples a_k ~ π_old (gradient flows).
+    q: Q(s, a_k) [N].
+    temperature: η, the raw temperature dual variable [].
+    epsilon: ε, the E-step KL bound.
+    kl_constraints: (KL, α, ε) triples for the M-step.
+    projection: projection of η and the α's (default `project_multiplier`).
+
+  Returns:
+    (loss, MPOExtra(policy_loss, temperature_loss, kl_loss, alpha_loss, weights)).
+  """
+  _check_samples(log_pi, q, None)
+  _check_temperature(temperature)
+  weights, temperature_loss = mpo_e_step(q, projection(temperature), epsilon)
+  policy_loss = mpo_m_step_loss(log_pi, weights)
+  kl_loss = jnp.zeros((), q.dtype)
+  alpha_loss = jnp.zeros((), q.dtype)
+  for kl, alpha, eps in kl_constraints:
+    k, a = lagrange_penalty(kl, alpha, eps, projection)
+    kl_loss, alpha_loss = kl_loss + k, alpha_loss + a
+  loss = policy_loss + temperature_loss + kl_loss + alpha_loss
+  return loss, MPOExtra(policy_loss, temperature_loss, kl_loss, alpha_loss, weights)
