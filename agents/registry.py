@@ -12,6 +12,7 @@ from typing import Any, Callable, Dict, Tuple
 
 from rlax_inf.agents import base
 from rlax_inf.agents import config as config_lib
+from rlax_inf.agents import gcl
 from rlax_inf.agents import klpg
 from rlax_inf.agents import sac
 from rlax_inf.agents import sql
@@ -101,3 +102,5 @@ register("sql", sql.SQLConfig(), sql.make, base.OFF_POLICY, (base.DISCRETE,),
          "soft Q-learning: Boltzmann policy of Q, one-step or n-step soft targets")
 register("klpg", klpg.KLPGConfig(), klpg.make, base.ON_POLICY, (base.CONTINUOUS, base.DISCRETE),
          "KL-regularised policy gradient (Bartunov), uniform or stable-EM prior")
+register("gcl", gcl.GCLConfig(), gcl.make, base.OFF_POLICY, (base.CONTINUOUS,),
+         "guided cost learning: reward from demonstrations (SNIS log Z), SAC on it")
