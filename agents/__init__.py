@@ -11,7 +11,13 @@
   training.py     Trainer: the agent's loop, seeds vmapped and sharded over devices
   sac.py, sql.py, klpg.py   one module per agent: config, losses, update
   networks.py, normalizer.py, _tanh_normal.py   shared building blocks
-  run.py          a run directory: config.json, metrics.jsonl, orbax checkpoints, resume
-  checkpointing.py, plotting.py, distributed.py (jax.distributed), main_job.py, demo.py
+  the application (names no agent):
+  errors.py       UsageError (exit 2) and NonFiniteError (exit 1)
+  run_config.py   --set parsing and checks, config.json saved and read
+  run_dir.py      a run directory's files: append-only metrics, atomic writes, the lock
+  run.py          a run: opens, validates, resumes (falling back past damaged checkpoints)
+  checkpointing.py  orbax checkpoints of the whole train state
+  report.py       stages, the progress bar, the summary table
+  plotting.py, compile_cache.py, distributed.py (jax.distributed), main_job.py, demo.py
   cli.py          the `rlax-inf` console script
 """

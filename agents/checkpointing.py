@@ -7,7 +7,10 @@ temporary directory and renames it), so a run killed with SIGKILL at any time
 leaves the last complete checkpoint readable. A checkpoint whose tree, shapes or
 dtypes differ from the state this code builds (an older version of the state, or
 another config) raises `IncompatibleCheckpoint` naming the first difference,
-before anything is read into memory.
+before anything is read into memory. A checkpoint that fits but cannot be read
+(a truncated array file, a missing manifest or metadata file: a disk fault, or a
+copy cut short) raises `DamagedCheckpoint`; `restore_latest` then falls back to
+the newest one that reads.
 
 Leaves with zero size (MJX and MuJoCo Playground states keep some, e.g. `act`
 of a model without actuator activations) carry no data and orbax refuses to
@@ -15,9 +18,11 @@ save them: they are stored as None, and `restore` rebuilds them as zeros with
 the shape, dtype and sharding of the abstract state.
 """
 
+import contextlib
 import math
 import os
-from typing import Dict, Optional, Tuple
+import sys
+from typing import Callable, Dict, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -27,6 +32,10 @@ import orbax.checkpoint as ocp
 
 class IncompatibleCheckpoint(ValueError):
   """The stored train state does not fit the one this code and config build."""
+
+
+class DamagedCheckpoint(ValueError):
+  """A checkpoint's files cannot be read (truncated, missing): the message says which step."""
 
 
 def manager(directory: str, max_to_keep: int = 2) -> ocp.CheckpointManager:
@@ -69,9 +78,13 @@ def check_compatible(mngr: ocp.CheckpointManager, step: int, abstract_state) -> 
   and silently casts other dtypes; this compares the stored metadata leaf by leaf.
   Leaves of zero size (stored as None) must be of zero size here too, of any shape.
   """
-  metadata = mngr.item_metadata(step)
+  try:
+    metadata = mngr.item_metadata(step)
+  except Exception as e:  # pylint: disable=broad-except  # orbax/TensorStore read errors
+    raise DamagedCheckpoint(f"checkpoint {step}: its metadata cannot be read "
+                            f"({describe_error(e)})") from e
   if metadata is None:
-    raise IncompatibleCheckpoint(f"checkpoint {step} has no readable metadata")
+    raise DamagedCheckpoint(f"checkpoint {step}: its metadata file is missing")
   wanted = _leaves(abstract_state)
   # The Nones in the stored tree where this state has leaves are the zero-size leaves
   # `save` left out; others are orbax's for empty containers (e.g. optax's EmptyState).
@@ -89,6 +102,29 @@ def check_compatible(mngr: ocp.CheckpointManager, step: int, abstract_state) -> 
     if stored[name] != leaf:
       raise IncompatibleCheckpoint(f"{name} is stored as {_describe(stored[name])}, "
                                    f"this config needs {_describe(leaf)}")
+
+
+def describe_error(e: BaseException, limit: int = 160) -> str:
+  """A one-line description of an orbax / TensorStore error (theirs run to kilobytes)."""
+  text = (str(e).strip().splitlines() or [type(e).__name__])[0]
+  text = text.split(" See full TensorStore details")[0].split(" [tensorstore_spec=")[0]
+  return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+@contextlib.contextmanager
+def _quiet_unraisable():
+  """Drop "Exception ignored in <coroutine>" reports while a read fails.
+
+  When one array of a checkpoint cannot be read, orbax abandons the reads of the
+  others and Python reports each abandoned coroutine on stderr, with a
+  TensorStore spec of some kilobytes; the failure itself is raised as usual.
+  """
+  hook = sys.unraisablehook
+  sys.unraisablehook = lambda unraisable: None
+  try:
+    yield
+  finally:
+    sys.unraisablehook = hook
 
 
 def _without_empty(tree):
@@ -125,6 +161,7 @@ def restore(mngr: ocp.CheckpointManager, abstract_state, step=None):
   Raises:
     FileNotFoundError: there is no checkpoint.
     IncompatibleCheckpoint: the checkpoint does not fit `abstract_state`.
+    DamagedCheckpoint: it fits, but its files cannot be read.
   """
   step = mngr.latest_step() if step is None else step
   if step is None:
@@ -133,11 +170,47 @@ def restore(mngr: ocp.CheckpointManager, abstract_state, step=None):
   abstract, treedef = jax.tree.flatten(abstract_state)
   empty = [_is_empty(s) for s in abstract]
   try:
-    restored = mngr.restore(step, args=ocp.args.StandardRestore(jax.tree.unflatten(
-        treedef, [None if e else s for s, e in zip(abstract, empty)])))
-  except ValueError as e:  # whatever the check above misses: orbax's own mismatch errors
-    raise IncompatibleCheckpoint(str(e).splitlines()[0]) from e
+    with _quiet_unraisable():
+      restored = mngr.restore(step, args=ocp.args.StandardRestore(jax.tree.unflatten(
+          treedef, [None if e else s for s, e in zip(abstract, empty)])))
+  # The metadata matched `abstract_state` leaf by leaf, so what fails now is reading
+  # the files: TensorStore's NOT_FOUND / DATA_LOSS (ValueError) or orbax's bare
+  # Exception for an array that does not decode.
+  except Exception as e:  # pylint: disable=broad-except
+    raise DamagedCheckpoint(f"checkpoint {step}: {describe_error(e)}") from e
   data = jax.tree.leaves(restored)
   assert len(data) == len(abstract) - sum(empty), (len(data), len(abstract), sum(empty))
   data, zeros = iter(data), iter(_zeros([s for s, e in zip(abstract, empty) if e]))
   return jax.tree.unflatten(treedef, [next(zeros) if e else next(data) for e in empty]), step
+
+
+def restore_latest(mngr: ocp.CheckpointManager, abstract_state,
+                   on_damaged: Callable[[int, str], None] = lambda step, why: None):
+  """Restore the newest checkpoint that reads, falling back past damaged ones.
+
+  Args:
+    mngr: the checkpoint manager.
+    abstract_state: as for `restore`.
+    on_damaged: called with (step, one-line reason) for each damaged checkpoint
+      passed over, newest first.
+
+  Returns:
+    (state, step) of the newest readable checkpoint.
+
+  Raises:
+    FileNotFoundError: there is no checkpoint.
+    IncompatibleCheckpoint: the newest checkpoint whose metadata reads does not
+      fit `abstract_state` (older ones were written by the same config: no fallback).
+    DamagedCheckpoint: every checkpoint is damaged (the message names the newest).
+  """
+  steps = sorted(mngr.all_steps(), reverse=True)
+  if not steps:
+    raise FileNotFoundError(f"no checkpoint in {mngr.directory}")
+  first = None
+  for step in steps:
+    try:
+      return restore(mngr, abstract_state, step)
+    except DamagedCheckpoint as e:
+      first = first or e
+      on_damaged(step, str(e))
+  raise DamagedCheckpoint(f"every checkpoint is damaged, the newest {first}")

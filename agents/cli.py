@@ -9,9 +9,10 @@
   rlax-inf demo                exact tabular soft value iteration
 
 Bad input (unknown agent, env, backend or config key, an existing --out
-without --resume) exits with code 2 and one line naming the valid choices.
-A non-finite loss stops training with exit code 1, keeping the last good
-checkpoint.
+without --resume, a resume that would change the run's config, a run directory
+that cannot be written or is in use) exits with code 2 and one line naming the
+thing and the valid choices. A non-finite loss stops training with exit code 1,
+saying which checkpoint is kept.
 """
 
 import argparse
@@ -19,8 +20,12 @@ import os
 import sys
 from typing import List, Optional
 
-EXIT_USAGE = 2
-EXIT_NONFINITE = 1
+from rlax_inf.agents import errors
+from rlax_inf.agents.errors import EXIT_NONFINITE, EXIT_USAGE, UsageError
+
+__all__ = ["main", "build_parser", "EXIT_USAGE", "EXIT_NONFINITE"]
+
+_TRAIN_DEFAULTS = dict(agent="sac", env="inverted_pendulum", seeds=1, seed=0, steps=50_000)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -30,67 +35,75 @@ class _Parser(argparse.ArgumentParser):
     self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+  """Shows "(default: X)" where there is a fixed default (not for None, flags or lists)."""
+
+  def _get_help_string(self, action):
+    if action.default in (None, False, True, []) or action.help is None:
+      return action.help
+    return super()._get_help_string(action)
+
+
 def _fail(message: str, code: int = EXIT_USAGE):
   print(f"rlax-inf: error: {message}", file=sys.stderr)
   return code
 
 
-def _parse_sets(items: List[str]):
-  from rlax_inf.agents import run  # pylint: disable=g-import-not-at-top
-  out = {}
-  for item in items or []:
-    if "=" not in item:
-      raise run.UsageError(f"--set expects key=value, got {item!r}")
-    k, v = item.split("=", 1)
-    out[k.strip().replace("-", "_")] = v.strip()
-  return out
+def _fraction(text: str) -> float:
+  """An EMA smoothing factor in [0, 1)."""
+  value = float(text)
+  if not 0 <= value < 1:
+    raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+  return value
+
+
+def _positive(text: str) -> int:
+  value = int(float(text)) if "e" in text.lower() else int(text)
+  if value < 1:
+    raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
+  return value
 
 
 def _maybe_distributed(args):
   """`jax.distributed.initialize` before anything touches a JAX backend (multi-host)."""
-  from rlax_inf.agents import run  # pylint: disable=g-import-not-at-top
   flags = (args.coordinator, args.num_processes, args.process_id)
   if all(f is None for f in flags):
     return
   if any(f is None for f in flags):
-    raise run.UsageError("multi-host training needs all of --coordinator HOST:PORT, "
-                         "--num-processes P and --process-id I")
+    raise UsageError("multi-host training needs all of --coordinator HOST:PORT, "
+                     "--num-processes P and --process-id I")
   if not 0 <= args.process_id < args.num_processes:
-    raise run.UsageError(f"--process-id must be in [0, {args.num_processes}), "
-                         f"got {args.process_id}")
+    raise UsageError(f"--process-id must be in [0, {args.num_processes}), "
+                     f"got {args.process_id}")
   from rlax_inf.agents import distributed  # pylint: disable=g-import-not-at-top
   distributed.initialize(args.coordinator, args.num_processes, args.process_id)
 
 
+def _compilation_cache(args) -> None:
+  from rlax_inf.agents import compile_cache  # pylint: disable=g-import-not-at-top
+  compile_cache.configure(args.compilation_cache)
+
+
 def _cmd_train(args) -> int:
-  from rlax_inf.agents import run  # pylint: disable=g-import-not-at-top
+  from rlax_inf.agents import report, run, run_config  # pylint: disable=g-import-not-at-top
   _maybe_distributed(args)
-  if args.resume and os.path.exists(os.path.join(args.out, run.CONFIG_FILE)):
-    agent, train_cfg, agent_cfg = run.load_config(args.out)
-  else:
-    fields = dict(env=args.env, backend=args.backend, num_seeds=args.seeds,
-                  total_steps=args.steps, seed=args.seed)
-    agent, (train_cfg, agent_cfg) = args.agent, run.make_configs(
-        args.agent, _parse_sets(args.set), **fields)
-    run.validate_env(train_cfg, agent)
+  sets = run_config.parse_sets(args.set)
+  agent, train_cfg, agent_cfg = run.requested_configs(
+      args.out, args.resume, args.agent, sets,
+      defaults=dict(env=_TRAIN_DEFAULTS["env"], num_seeds=_TRAIN_DEFAULTS["seeds"],
+                    seed=_TRAIN_DEFAULTS["seed"], total_steps=_TRAIN_DEFAULTS["steps"]),
+      env=args.env, backend=args.backend, num_seeds=args.seeds, seed=args.seed,
+      total_steps=args.steps)
+  _compilation_cache(args)
   summary = run.train_run(args.out, agent, train_cfg, agent_cfg, resume=args.resume,
                           progress=not args.no_progress)
-  _print_summary([summary])
+  print(report.summary_table([summary]))
   return 0
-
-
-def _print_summary(summaries):
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  print(f"{'agent':<10} {'env':<20} {'seeds':>5} {'env steps':>10} "
-        f"{'final eval return':>22} {'min':>8} {'wall s':>8}")
-  for s in summaries:
-    r = np.asarray(s["final_returns"], float)
-    print(f"{s['agent']:<10} {s['env']:<20} {len(s['seeds']):>5} {s['step']:>10,} "
-          f"{r.mean():>12.1f} ± {r.std():>7.1f} {r.min():>8.1f} {s['wall_s']:>8.1f}")
 
 
 def _cmd_eval(args) -> int:
   from rlax_inf.agents import run  # pylint: disable=g-import-not-at-top
+  _compilation_cache(args)
   rows = run.evaluate_run(args.dir)
   print(f"{'seed':>4} {'step':>9} {'return (det)':>13} {'length':>7} "
         f"{'return (stoch)':>15} {'length':>7}")
@@ -101,11 +114,8 @@ def _cmd_eval(args) -> int:
 
 
 def _cmd_plot(args) -> int:
-  from rlax_inf.agents import plotting, run  # pylint: disable=g-import-not-at-top
-  for d in args.dirs:
-    if not run.read_metrics(d):
-      raise run.UsageError(f"{d!r} has no {run.METRICS_FILE}")
-  out = args.out or os.path.join(args.dirs[0], run.PLOT_FILE)
+  from rlax_inf.agents import plotting, run_dir  # pylint: disable=g-import-not-at-top
+  out = args.out or os.path.join(args.dirs[0], run_dir.PLOT_FILE)
   plotting.plot_runs(args.dirs, out, key=args.key, smoothing=args.ema)
   print(out)
   return 0
@@ -115,7 +125,7 @@ def _cmd_list(args) -> int:
   del args
   from rlax_inf import envs  # pylint: disable=g-import-not-at-top
   from rlax_inf.agents import registry as agents  # pylint: disable=g-import-not-at-top
-  from rlax_inf.agents import run  # pylint: disable=g-import-not-at-top
+  from rlax_inf.agents import run_config  # pylint: disable=g-import-not-at-top
   # Static tables: builds no environment and imports neither Brax nor Playground.
   registry = envs.registry()
   print("agents (loop; action spaces):")
@@ -135,11 +145,12 @@ def _cmd_list(args) -> int:
   print("envs (discrete actions; obs size, number of actions): " + ", ".join(
       f"{n} ({e['observation_size']}, {e['action_size']})"
       for n, e in registry.items() if e["discrete"]))
-  keys = run.config_keys(agents.names()[0])
+  keys = run_config.config_keys(agents.names()[0])
   print("loop config keys (--set key=value): " + ", ".join(
       sorted(k for k, (which, _) in keys.items() if which == "train")))
   for name in agents.names():
-    own = sorted(k for k, (which, _) in run.config_keys(name).items() if which == "agent")
+    own = sorted(k for k, (which, _) in run_config.config_keys(name).items()
+                 if which == "agent")
     print(f"{name} config keys: " + ", ".join(own))
   return 0
 
@@ -150,76 +161,102 @@ def _cmd_demo(args) -> int:
 
 
 def _cmd_main(args) -> int:
-  from rlax_inf.agents import main_job  # pylint: disable=g-import-not-at-top
-  return main_job.main(args, _parse_sets(args.set))
+  from rlax_inf.agents import main_job, run_config  # pylint: disable=g-import-not-at-top
+  sets = run_config.parse_sets(args.set)
+  _compilation_cache(args)
+  return main_job.main(args, sets)
+
+
+def _add_cache_flag(p) -> None:
+  p.add_argument("--compilation-cache", default=None, metavar="DIR|off",
+                 help="persistent XLA compilation cache (default: $RLAX_INF_COMPILATION_CACHE,"
+                      " else ~/.cache/rlax-inf/jax); 'off' disables it")
 
 
 def build_parser() -> argparse.ArgumentParser:
   from rlax_inf.agents import registry  # pylint: disable=g-import-not-at-top
   p = _Parser(prog="rlax-inf", description="RL as inference in JAX: train and inspect agents.")
   sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+  fmt = _Help
 
-  t = sub.add_parser("train", help="train an agent on several seeds in one program")
-  t.add_argument("--agent", default="sac", help=f"one of {', '.join(registry.names())}")
-  t.add_argument("--env", default="inverted_pendulum")
-  t.add_argument("--backend", default=None)
-  t.add_argument("--seeds", type=int, default=1, help="independent seeds (vmapped)")
-  t.add_argument("--seed", type=int, default=0, help="first seed")
-  t.add_argument("--steps", type=int, default=50_000, help="env steps per seed")
+  t = sub.add_parser("train", help="train an agent on several seeds in one program",
+                     formatter_class=fmt,
+                     description="Train a new run into --out, or continue it with --resume "
+                                 "(then flags left out keep the run's values; only --steps "
+                                 "may change, to extend it).")
+  d = _TRAIN_DEFAULTS
+  t.add_argument("--agent", default=None,
+                 help=f"one of {', '.join(registry.names())} (default {d['agent']})")
+  t.add_argument("--env", default=None,
+                 help=f"see `rlax-inf list` (default {d['env']})")
+  t.add_argument("--backend", default=None, help="physics backend (default: the env's first)")
+  t.add_argument("--seeds", type=_positive, default=None,
+                 help=f"independent seeds, vmapped (default {d['seeds']})")
+  t.add_argument("--seed", type=int, default=None, help=f"first seed (default {d['seed']})")
+  t.add_argument("--steps", type=_positive, default=None,
+                 help=f"env steps per seed (default {d['steps']:,}); the schedule rounds it "
+                      "up to prefill + whole evaluation intervals, and says so before starting")
   t.add_argument("--out", required=True, help="run directory")
   t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                  help="override a config key (see `rlax-inf list`)")
   t.add_argument("--resume", action="store_true", help="continue the run in --out")
-  t.add_argument("--no-progress", action="store_true")
+  t.add_argument("--no-progress", action="store_true", help="no progress bar")
+  _add_cache_flag(t)
   t.add_argument("--coordinator", default=None,
                  help="multi-host: jax.distributed coordinator address host:port")
   t.add_argument("--num-processes", type=int, default=None)
   t.add_argument("--process-id", type=int, default=None)
   t.set_defaults(fn=_cmd_train)
 
-  e = sub.add_parser("eval", help="evaluate the latest checkpoint of a run")
+  e = sub.add_parser("eval", help="evaluate the latest checkpoint of a run", formatter_class=fmt)
   e.add_argument("dir")
+  _add_cache_flag(e)
   e.set_defaults(fn=_cmd_eval)
 
-  pl = sub.add_parser("plot", help="plot learning curves of one or more runs")
+  pl = sub.add_parser("plot", help="plot learning curves of one or more runs",
+                      formatter_class=fmt)
   pl.add_argument("dirs", nargs="+")
   pl.add_argument("--out", default=None, help="PNG path (default DIR/learning_curves.png)")
-  pl.add_argument("--ema", type=float, default=0.0, help="EMA smoothing in [0, 1)")
-  pl.add_argument("--key", default="eval_return")
+  pl.add_argument("--ema", type=_fraction, default=0.0, help="EMA smoothing in [0, 1)")
+  pl.add_argument("--key", default="eval_return", help="a metric of metrics.jsonl")
   pl.set_defaults(fn=_cmd_plot)
 
   ls = sub.add_parser("list", help="agents, environments, backends and config keys")
   ls.set_defaults(fn=_cmd_list)
 
-  m = sub.add_parser("main", help="the README's main job: SAC and SAC-FKL, several seeds")
-  m.add_argument("--out", default="runs/main")
+  m = sub.add_parser("main", help="the README's main job: SAC and SAC-FKL, several seeds",
+                     formatter_class=fmt)
+  m.add_argument("--out", default="runs/main", help="directory of both runs")
   m.add_argument("--env", default="inverted_pendulum")
-  m.add_argument("--backend", default=None)
-  m.add_argument("--seeds", type=int, default=4)
-  m.add_argument("--steps", type=int, default=None, help="env steps per seed")
+  m.add_argument("--backend", default=None,
+                 help="physics backend (default: positional for inverted_pendulum)")
+  m.add_argument("--seeds", type=_positive, default=4)
+  m.add_argument("--steps", type=_positive, default=None,
+                 help="env steps per seed (default 30,000; on --resume the run's)")
   m.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                  help="override one of the main job's settings (both agents)")
-  m.add_argument("--resume", action="store_true")
+  m.add_argument("--resume", action="store_true", help="continue the runs in --out")
+  _add_cache_flag(m)
   m.set_defaults(fn=_cmd_main)
 
-  d = sub.add_parser("demo", help="exact tabular soft value iteration demo")
-  d.add_argument("rest", nargs=argparse.REMAINDER)
-  d.set_defaults(fn=_cmd_demo)
+  dm = sub.add_parser("demo", help="exact tabular soft value iteration demo")
+  dm.add_argument("rest", nargs=argparse.REMAINDER)
+  dm.set_defaults(fn=_cmd_demo)
   return p
 
 
 def main(argv: Optional[List[str]] = None) -> int:
   """Entry point of the `rlax-inf` console script; returns the exit code."""
   args = build_parser().parse_args(argv)
-  from rlax_inf.agents import run  # pylint: disable=g-import-not-at-top
   try:
     return args.fn(args)
-  except run.UsageError as e:
+  except errors.UsageError as e:
     return _fail(str(e))
-  except run.NonFiniteError as e:
-    out = getattr(args, "out", "")
-    return _fail(f"training stopped: {e}; the last good checkpoint is kept in "
-                 f"{os.path.join(out, 'checkpoints')}", EXIT_NONFINITE)
+  except errors.NonFiniteError as e:
+    return _fail(f"training stopped: {e}", EXIT_NONFINITE)
+  except OSError as e:  # a path the user named cannot be read or written
+    where = e.filename if e.filename is not None else "a file"
+    return _fail(f"cannot use {where}: {e.strerror or e}")
   except KeyboardInterrupt:
     return _fail("interrupted", 130)
 

@@ -12,7 +12,9 @@ networks and the fast 'positional' Brax backend.
 import os
 
 from rlax_inf.agents import plotting
+from rlax_inf.agents import report
 from rlax_inf.agents import run
+from rlax_inf.agents import run_dir
 
 #: Config overrides of the main job (strings, as `--set key=value` takes them), also
 #: the settings of the learning benchmark (`python -m benchmarks.sac learning`):
@@ -26,22 +28,24 @@ MAIN_BACKEND = "positional"
 
 
 def main(args, overrides=None) -> int:
-  """Train both agents on `args.env`; `overrides` (key -> string) update `MAIN_SETS`."""
+  """Train both agents on `args.env`; `overrides` (key -> string) update `MAIN_SETS`.
+
+  On `args.resume` a run keeps its own --steps unless `args.steps` extends it.
+  """
   sets = dict(MAIN_SETS, **(overrides or {}))
-  steps = args.steps or MAIN_STEPS
   backend = args.backend or (MAIN_BACKEND if args.env == "inverted_pendulum" else None)
   summaries = []
   dirs = []
   for agent in ("sac", "sac-fkl"):
     out = os.path.join(args.out, agent)
-    train_cfg, agent_cfg = run.make_configs(agent, sets, env=args.env, backend=backend,
-                                            num_seeds=args.seeds, total_steps=steps)
+    agent, train_cfg, agent_cfg = run.requested_configs(
+        out, args.resume, agent, sets, defaults=dict(total_steps=MAIN_STEPS), env=args.env,
+        backend=backend, num_seeds=args.seeds, total_steps=args.steps)
     summaries.append(run.train_run(out, agent, train_cfg, agent_cfg, resume=args.resume,
                                    desc=f"{agent} {args.env} ×{args.seeds} seeds"))
     dirs.append(out)
-  png = plotting.plot_runs(dirs, os.path.join(args.out, run.PLOT_FILE))
-  from rlax_inf.agents import cli  # pylint: disable=g-import-not-at-top
+  png = plotting.plot_runs(dirs, os.path.join(args.out, run_dir.PLOT_FILE))
   print()
-  cli._print_summary(summaries)  # pylint: disable=protected-access
+  print(report.summary_table(summaries))
   print(f"\nlearning curves: {png}")
   return 0

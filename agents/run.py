@@ -1,19 +1,24 @@
-"""A training run on disk: config.json, metrics.jsonl, checkpoints/, learning_curves.png.
+"""A training run in a directory: the one place that opens, validates, resumes and writes a run.
 
 `train_run` drives `training.Trainer`: one compiled call per evaluation
-interval, a progress bar, one JSON line per evaluation and seed, orbax
-checkpoints every `checkpoint_every` evaluations, and `resume=True` to continue
-from the latest checkpoint bit for bit (the compiled programs are
-deterministic and the checkpoint holds every PRNG key and buffer).
+interval, one JSON line per evaluation and seed appended to metrics.jsonl, an
+orbax checkpoint every `checkpoint_every` evaluations, and `resume=True` to
+continue from the latest checkpoint bit for bit (the compiled programs are
+deterministic and the checkpoint holds every PRNG key and buffer). The
+directory's files and their rules are run_dir.py's.
+
+Resuming continues the run as config.json describes it. A larger `total_steps`
+extends it (whole evaluation intervals, as always; the replay buffer keeps the
+capacity it had, so an extended run is not the run a larger budget from the
+start would give). Any other difference from config.json is refused, naming
+the fields.
 """
 
 import dataclasses
 import json
-import math
 import os
-import sys
+import shutil
 import time
-import typing
 from typing import Any, Dict, List, Optional, Tuple
 
 import jax
@@ -24,136 +29,37 @@ from rlax_inf.agents import base
 from rlax_inf.agents import checkpointing
 from rlax_inf.agents import config as config_lib
 from rlax_inf.agents import distributed
-from rlax_inf.agents import registry
+from rlax_inf.agents import plotting
+from rlax_inf.agents import report
+from rlax_inf.agents import run_config
+from rlax_inf.agents import run_dir
 from rlax_inf.agents import training
+from rlax_inf.agents.errors import NonFiniteError, UsageError
+# The names other modules and scripts use through `run`.
+from rlax_inf.agents.run_config import config_keys, load_config, make_configs, save_config
+from rlax_inf.agents.run_dir import CONFIG_FILE, METRICS_FILE, PLOT_FILE, read_metrics
 
-CONFIG_FILE = "config.json"
-METRICS_FILE = "metrics.jsonl"
-PLOT_FILE = "learning_curves.png"
+__all__ = ["UsageError", "NonFiniteError", "CONFIG_FILE", "METRICS_FILE", "PLOT_FILE",
+           "config_keys", "load_config", "make_configs", "save_config", "read_metrics",
+           "envs_for", "validate_env", "make_trainer", "requested_configs", "train_run",
+           "evaluate_run"]
 
-
-class UsageError(ValueError):
-  """A bad choice or value from the user: the CLI prints it in one line, exit code 2."""
-
-
-class NonFiniteError(RuntimeError):
-  """A loss became NaN or inf: training stops, the last good checkpoint is kept."""
-
-
-# --- configs ---------------------------------------------------------------
-
-def _entry(agent: str) -> registry.Entry:
-  try:
-    return registry.get(agent)
-  except ValueError as e:
-    raise UsageError(str(e)) from None
+#: config.json's record of the replay capacity a run extended with --steps keeps.
+_CAPACITY = "replay_capacity"
 
 
-def config_keys(agent: str) -> Dict[str, Tuple[str, Any]]:
-  """{key: (which config, field)} of every settable key for `agent` (loop's and agent's)."""
-  out = {}
-  for which, cls in (("train", config_lib.TrainConfig), ("agent", _entry(agent).config_class)):
-    for f in dataclasses.fields(cls):
-      out[f.name] = (which, f)
-  return out
-
-
-def _parse_value(field: dataclasses.Field, cls, text: str):
-  hint = typing.get_type_hints(cls)[field.name]
-  args = typing.get_args(hint)
-  if typing.get_origin(hint) is typing.Union and type(None) in args:
-    if text.lower() in ("none", "null", ""):
-      return None
-    hint = next(a for a in args if a is not type(None))
-  if hint is bool:
-    if text.lower() in ("1", "true", "yes", "on"):
-      return True
-    if text.lower() in ("0", "false", "no", "off"):
-      return False
-    raise ValueError(f"expected true/false, got {text!r}")
-  if typing.get_origin(hint) is tuple:
-    return tuple(int(x) for x in text.replace("x", ",").split(",") if x)
-  if hint is int:
-    return int(float(text)) if "e" in text.lower() else int(text)
-  return hint(text)
-
-
-def make_configs(agent: str, overrides: Dict[str, str],
-                 **train_fields) -> Tuple[training.TrainConfig, Any]:
-  """TrainConfig and agent config from CLI fields and `--set key=value` strings.
-
-  Raises:
-    UsageError: unknown agent, unknown key or a value of the wrong type.
-  """
-  entry = _entry(agent)
-  keys = config_keys(agent)
-  train_kw, agent_kw = dict(train_fields), {}
-  for key, text in overrides.items():
-    if key not in keys:
-      own = sorted(k for k, (w, _) in keys.items() if w == "agent")
-      loop = sorted(k for k, (w, _) in keys.items() if w == "train")
-      raise UsageError(f"unknown config key {key!r} for agent {agent}; {agent}'s keys: "
-                       f"{', '.join(own)}; loop keys: {', '.join(loop)}")
-    which, field = keys[key]
-    cls = config_lib.TrainConfig if which == "train" else entry.config_class
-    try:
-      value = _parse_value(field, cls, text)
-    except (ValueError, TypeError) as e:
-      raise UsageError(f"bad value for {key}: {text!r} ({e})") from None
-    (train_kw if which == "train" else agent_kw)[key] = value
-  try:
-    train_cfg = config_lib.TrainConfig(**train_kw)
-    agent_cfg = dataclasses.replace(entry.config, **agent_kw)
-  except ValueError as e:
-    raise UsageError(str(e)) from None
-  return train_cfg, agent_cfg
-
-
-def save_config(out: str, agent: str, train_cfg, agent_cfg) -> None:
-  with open(os.path.join(out, CONFIG_FILE), "w") as f:
-    json.dump(dict(agent=agent, train=dataclasses.asdict(train_cfg),
-                   agent_config=dataclasses.asdict(agent_cfg),
-                   jax_version=jax.__version__), f, indent=2)
-
-
-def _from_json(cls, values: Dict[str, Any]):
-  """A config dataclass from its JSON dict (lists back to tuples where the field is one)."""
-  hints = typing.get_type_hints(cls)
-  kw = {}
-  for name, value in values.items():
-    hint = hints.get(name)
-    args = typing.get_args(hint)
-    is_tuple = typing.get_origin(hint) is tuple or any(
-        typing.get_origin(a) is tuple for a in args)
-    kw[name] = tuple(value) if is_tuple and isinstance(value, list) else value
-  return cls(**kw)
-
-
-def load_config(out: str) -> Tuple[str, config_lib.TrainConfig, Any]:
-  path = os.path.join(out, CONFIG_FILE)
-  if not os.path.exists(path):
-    raise UsageError(f"{out!r} is not a run directory (no {CONFIG_FILE})")
-  try:
-    with open(path) as f:
-      d = json.load(f)
-    agent = d["agent"]
-    return (agent, _from_json(config_lib.TrainConfig, d["train"]),
-            _from_json(registry.get(agent).config_class, d["agent_config"]))
-  except (ValueError, TypeError, KeyError) as e:  # another version's fields, a broken file
-    raise UsageError(f"{out!r} holds a run this version of rlax-inf cannot read ({path}: "
-                     f"{type(e).__name__}: {e}); start a new run with another --out") from None
-
+# --- environments and trainers ---------------------------------------------
 
 def envs_for(agent: str) -> list:
   """Names of the registered envs whose action space `agent` serves (static, builds none)."""
-  spaces = _entry(agent).action_spaces
+  spaces = run_config.entry(agent).action_spaces
   return [name for name, e in envs.registry().items()
           if (base.DISCRETE if e["discrete"] else base.CONTINUOUS) in spaces]
 
 
 def validate_env(train_cfg: config_lib.TrainConfig, agent: str):
   """Build the env and check `agent` serves it; one-line UsageErrors otherwise."""
-  entry = _entry(agent)
+  entry = run_config.entry(agent)
   spec = envs.registry().get(train_cfg.env)
   if spec is not None:
     space = base.DISCRETE if spec["discrete"] else base.CONTINUOUS
@@ -161,141 +67,275 @@ def validate_env(train_cfg: config_lib.TrainConfig, agent: str):
       raise UsageError(f"{agent} needs {' or '.join(entry.action_spaces)} actions; "
                        f"{train_cfg.env!r} has {space} actions; choose one of "
                        f"{', '.join(envs_for(agent))}")
+    if not spec.get("available", True):
+      raise UsageError(f"{train_cfg.env!r} is a MuJoCo Playground env and the playground "
+                       "extra is not installed: pip install 'rlax-inf[playground]'")
   try:
     return training.make_env(train_cfg)
   except ValueError as e:
     raise UsageError(str(e)) from None
 
 
-def make_trainer(train_cfg: config_lib.TrainConfig, agent_cfg: Any,
-                 agent: str) -> training.Trainer:
+def make_trainer(train_cfg: config_lib.TrainConfig, agent_cfg: Any, agent: str,
+                 env: Any = None) -> training.Trainer:
   """The `Trainer`, with every refusal (env, agent, devices, schedule) as a UsageError."""
-  env = validate_env(train_cfg, agent)
+  env = validate_env(train_cfg, agent) if env is None else env
   try:
     return training.Trainer(train_cfg, agent_cfg, agent, env)
   except ValueError as e:  # UnsupportedEnv, seeds that don't divide over devices, ...
     raise UsageError(str(e)) from None
 
 
-# --- metrics ---------------------------------------------------------------
+# --- which configs a run uses ----------------------------------------------
 
-def read_metrics(out: str) -> List[Dict[str, Any]]:
-  path = os.path.join(out, METRICS_FILE)
-  if not os.path.exists(path):
-    return []
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+def requested_configs(out: str, resume: bool, agent: Optional[str], sets: Dict[str, str],
+                      defaults: Optional[Dict[str, Any]] = None, **train_fields):
+  """(agent, TrainConfig, agent config) that the flags of a `train` command ask for.
+
+  A new run: the flags given (None: not given) over `defaults` over the
+  configs' defaults. `resume` of an existing run: config.json's configs with
+  the flags given applied; `train_run` then refuses what differs other than a
+  larger `total_steps`.
+  """
+  given = {k: v for k, v in train_fields.items() if v is not None}
+  if resume and os.path.exists(os.path.join(out, CONFIG_FILE)):
+    stored_agent, train_cfg, agent_cfg = load_config(out)
+    agent = agent or stored_agent
+    train_kw, agent_kw = run_config.parse_overrides(agent, sets)
+    try:
+      train_cfg = dataclasses.replace(train_cfg, **dict(given, **train_kw))
+      if agent == stored_agent:
+        agent_cfg = dataclasses.replace(agent_cfg, **agent_kw)
+    except ValueError as e:
+      raise UsageError(str(e)) from None
+    return agent, train_cfg, agent_cfg
+  agent = agent or "sac"
+  return (agent,) + make_configs(agent, sets, **dict(defaults or {}, **given))
 
 
-def _rows(metrics: Dict[str, np.ndarray], ts_host, seeds, evaluation, wall_s, sps):
+def _check_resume(out: str, agent: str, train_cfg, agent_cfg) -> Tuple[Any, bool]:
+  """config.json's TrainConfig with `train_cfg`'s total_steps, and whether that extends it.
+
+  Raises:
+    UsageError: another agent, another config (the fields named), fewer steps.
+  """
+  stored_agent, stored_train, stored_agent_cfg = load_config(out)
+  if agent != stored_agent:
+    raise UsageError(f"{out!r} holds a {stored_agent} run; --resume cannot change the agent "
+                     f"to {agent} (choose another --out for a new run)")
+  changed = (run_config.differences(stored_train, train_cfg, skip=("total_steps",)) +
+             run_config.differences(stored_agent_cfg, agent_cfg))
+  if changed:
+    raise UsageError(f"--resume continues {out!r} as its config.json says; these differ: "
+                     f"{'; '.join(changed)} (only --steps may grow; choose another --out "
+                     "for a new run)")
+  if train_cfg.total_steps < stored_train.total_steps:
+    raise UsageError(f"--resume cannot shrink {out!r}: it trains "
+                     f"{stored_train.total_steps} env steps per seed, --steps asks for "
+                     f"{train_cfg.total_steps}")
+  return train_cfg, train_cfg.total_steps > stored_train.total_steps
+
+
+def _capacity(out: str) -> Optional[int]:
+  try:
+    with open(os.path.join(out, CONFIG_FILE)) as f:
+      return json.load(f).get(_CAPACITY)
+  except (OSError, ValueError):
+    return None
+
+
+def _with_capacity(train_cfg, capacity: Optional[int]):
+  """The config the loop runs: replay_size capped at the capacity an extension kept."""
+  if capacity is None or train_cfg.replay_size <= capacity:
+    return train_cfg
+  return dataclasses.replace(train_cfg, replay_size=capacity)
+
+
+def _plan(trainer: training.Trainer, requested: int) -> str:
+  """What the run will do, in env steps per seed (the schedule rounds --steps up)."""
+  sch, cfg = trainer.schedule, trainer.config
+  prefill = sch.prefill_vector_steps * cfg.num_envs
+  interval = trainer.env_steps_per_interval
+  total = trainer.total_env_steps
+  text = (f"{total:,} env steps per seed × {cfg.num_seeds} seed(s) = "
+          + (f"prefill {prefill:,} + " if prefill else "")
+          + f"{sch.num_intervals} evaluation interval(s) × {interval:,}")
+  if total != requested:
+    text += (f" (--steps {requested:,} rounded to the schedule: prefill_steps, whole "
+             "eval_every intervals of num_envs steps)")
+  return text
+
+
+# --- the run ---------------------------------------------------------------
+
+def _restore(out: str, mngr, trainer, is_main: bool, what: str):
+  """(state, evaluation) of the newest readable checkpoint, or (None, 0) if there is none.
+
+  A damaged checkpoint is reported in one line and, for a run that goes on
+  (`is_main` of `train_run`), moved to `damaged_checkpoints/` so that the next
+  checkpoints can take its place; the manager is reopened after a move.
+  """
+  damaged = []
+
+  def on_damaged(step, why):
+    damaged.append(step)
+    run_dir.note(f"{why}; falling back to the previous checkpoint")
+
+  try:
+    ts, done = checkpointing.restore_latest(mngr, trainer.abstract_state(), on_damaged)
+  except FileNotFoundError:
+    return None, 0, mngr
+  except checkpointing.IncompatibleCheckpoint as e:
+    raise UsageError(
+        f"cannot {what} {out!r}: its checkpoint was written by another version of "
+        f"rlax-inf or another config ({e}); start a new run with another --out") from None
+  except checkpointing.DamagedCheckpoint as e:
+    raise UsageError(f"cannot {what} {out!r}: {e}; start a new run with another --out"
+                     ) from None
+  if damaged and what == "resume":
+    if is_main:
+      for step in damaged:
+        dest = os.path.join(out, run_dir.DAMAGED, f"{step}-{int(time.time())}")
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        shutil.move(os.path.join(out, run_dir.CHECKPOINTS, str(step)), dest)
+      run_dir.note(f"resuming from checkpoint {done}; the damaged one(s) are in "
+                   f"{os.path.join(out, run_dir.DAMAGED)}")
+    distributed.barrier("rlax_inf.run: damaged checkpoints moved")
+    mngr.close()
+    mngr = checkpointing.manager(os.path.join(out, run_dir.CHECKPOINTS))
+  return ts, done, mngr
+
+
+def _rows(metrics: Dict[str, np.ndarray], env_steps, seeds, evaluation, wall_s, sps):
   rows = []
   for i, seed in enumerate(seeds):
-    row = dict(step=int(ts_host["env_steps"][i]), seed=int(seed), evaluation=evaluation,
+    row = dict(step=int(env_steps[i]), seed=int(seed), evaluation=evaluation,
                wall_s=round(wall_s, 3), env_steps_per_s=round(sps, 1))
     row.update({k: float(v[i]) for k, v in sorted(metrics.items())})
     rows.append(row)
   return rows
 
 
-def _check_finite(metrics: Dict[str, np.ndarray], step: int) -> None:
-  bad = [k for k, v in metrics.items() if not np.all(np.isfinite(v))]
-  if bad:
-    values = ", ".join(f"{k}={metrics[k].tolist()}" for k in bad)
-    raise NonFiniteError(f"non-finite values after env step {step} ({values})")
+def _non_finite(metrics: Dict[str, np.ndarray]) -> List[str]:
+  return [f"{k}={v.tolist()}" for k, v in metrics.items() if not np.all(np.isfinite(v))]
 
-
-# --- the run ---------------------------------------------------------------
 
 def train_run(out: str, agent: str, train_cfg: config_lib.TrainConfig, agent_cfg: Any,
               resume: bool = False, progress: bool = True, plot: bool = True,
               desc: Optional[str] = None) -> Dict[str, Any]:
-  """Train into directory `out`, resuming from its latest checkpoint if `resume`.
+  """Train into directory `out`, resuming from its latest good checkpoint if `resume`.
 
   Returns:
     A summary dict: agent, env, seeds, step, final eval returns per seed, wall_s.
 
   Raises:
     UsageError: `out` holds a run and `resume` is False (never overwritten);
+      `resume` of a run with another config, fewer steps, no config.json or no
+      readable checkpoint; `out` in use by another process or not writable.
       `resume` with nothing to resume is allowed (starts fresh).
     NonFiniteError: a loss became non-finite (no checkpoint is written after it).
   """
   # With several processes (`jax.distributed`) every process looks at `out` before
   # process 0 writes to it, so all of them take the same branch.
-  exists = os.path.exists(os.path.join(out, CONFIG_FILE))
+  exists = run_dir.holds_run(out)
   if exists and not resume:
     raise UsageError(f"{out!r} already holds a run; pass --resume to continue it or "
                      "choose another --out")
+  if exists and not os.path.exists(os.path.join(out, CONFIG_FILE)):
+    raise UsageError(f"{out!r} holds checkpoints or metrics but no {CONFIG_FILE}, so which "
+                     "config wrote them is unknown; restore it or choose another --out")
+  extended, capacity = False, None
   if exists:
-    agent, train_cfg, agent_cfg = load_config(out)
-  trainer = make_trainer(train_cfg, agent_cfg, agent)
+    train_cfg, extended = _check_resume(out, agent, train_cfg, agent_cfg)
+    capacity = _capacity(out)
+  requested_steps = train_cfg.total_steps
+  trainer = make_trainer(_with_capacity(train_cfg, capacity), agent_cfg, agent)
+  if extended and capacity is None and hasattr(trainer.schedule, "replay_rows"):
+    # The buffer keeps the capacity the run had before this extension.
+    _, old_cfg, _ = load_config(out)
+    old = training.Trainer(old_cfg, agent_cfg, agent, trainer.env)
+    capacity = old.schedule.replay_rows * old_cfg.num_envs
+    trainer = make_trainer(_with_capacity(train_cfg, capacity), agent_cfg, agent, trainer.env)
   sch = trainer.schedule
   seeds = [train_cfg.seed + i for i in range(train_cfg.num_seeds)]
-  rows = read_metrics(out)
   is_main = jax.process_index() == 0
   distributed.barrier("rlax_inf.run: run directory read")
-  os.makedirs(out, exist_ok=True)
-  if is_main and not exists:
-    save_config(out, agent, train_cfg, agent_cfg)
-  mngr = checkpointing.manager(os.path.join(out, "checkpoints"))
-
-  wall0 = 0.0
-  if resume and mngr.latest_step() is not None:
-    try:
-      ts, done = checkpointing.restore(mngr, trainer.abstract_state())
-    except checkpointing.IncompatibleCheckpoint as e:
-      mngr.close()
-      raise UsageError(
-          f"cannot resume {out!r}: its checkpoint was written by another version of "
-          f"rlax-inf or another config ({e}); start a new run with another --out") from None
+  run_dir.make(out)
+  lock = run_dir.Lock(out).acquire() if is_main else None
+  mngr = bar = None
+  try:
+    if is_main and (not exists or extended):
+      extra = {} if capacity is None else {_CAPACITY: capacity}
+      save_config(out, agent, train_cfg, agent_cfg, **extra)
+    mngr = checkpointing.manager(os.path.join(out, run_dir.CHECKPOINTS))
+    ts, done, mngr = (None, 0, mngr)
+    if exists:
+      ts, done, mngr = _restore(out, mngr, trainer, is_main, "resume")
+    rows = read_metrics(out) if exists else []
+    if is_main and any(r["evaluation"] > done for r in rows):
+      run_dir.mark_resumed(out, done)  # rows after `done` belong to the run cut short
     rows = [r for r in rows if r["evaluation"] <= done]
     wall0 = max([r["wall_s"] for r in rows], default=0.0)
-  else:
-    ts, done, rows = None, 0, []
-  if is_main:
-    with open(os.path.join(out, METRICS_FILE), "w") as f:
-      f.writelines(json.dumps(r) + "\n" for r in rows)
-
-  start = time.time()
-  if ts is None:
-    ts = trainer.init(trainer.seed_keys())
-  total = trainer.total_env_steps
-  bar = None
-  if progress and is_main:
-    from tqdm import tqdm  # pylint: disable=g-import-not-at-top
-    bar = tqdm(total=total, initial=(sch.prefill_vector_steps + done * sch.interval_vector_steps)
-               * train_cfg.num_envs, unit="step", desc=desc or f"{agent} {train_cfg.env}",
-               dynamic_ncols=True, file=sys.stderr)
-  interval_steps = trainer.env_steps_per_interval
-  last = None
-  for evaluation in range(done + 1, sch.num_intervals + 1):
-    t0 = time.time()
-    ts, metrics = trainer.run_interval(ts)
-    metrics = training.to_host(metrics)
-    host_ts = training.to_host(dict(env_steps=ts.env_steps))
-    dt = time.time() - t0
-    step = int(host_ts["env_steps"][0])
-    _check_finite(metrics, step)
-    sps = interval_steps * train_cfg.num_seeds / dt
-    new_rows = _rows(metrics, host_ts, seeds, evaluation, wall0 + time.time() - start, sps)
-    rows += new_rows
+    label = desc or f"{agent} {train_cfg.env}"
     if is_main:
-      with open(os.path.join(out, METRICS_FILE), "a") as f:
-        f.writelines(json.dumps(r) + "\n" for r in new_rows)
-    if evaluation % train_cfg.checkpoint_every == 0 or evaluation == sch.num_intervals:
-      checkpointing.save(mngr, evaluation, ts)
-    last = metrics
+      report.stage(f"{label}: {_plan(trainer, requested_steps)}" + (
+          f"; resuming after evaluation {done}" if done else ""))
+
+    start = time.time()
+    if ts is None:
+      if is_main:
+        report.stage("compiling the init program (reset, prefill), then running it")
+      ts = trainer.init(trainer.seed_keys())
+    if is_main and done < sch.num_intervals:
+      report.stage("compiling the training program (one evaluation interval); the first "
+                   "run of a config takes longest, later runs read the compilation cache")
+    bar = report.Progress(trainer.total_env_steps,
+                          sch.prefill_vector_steps * train_cfg.num_envs
+                          + done * trainer.env_steps_per_interval,
+                          train_cfg.num_seeds, label, enabled=progress and is_main)
+    interval_steps = trainer.env_steps_per_interval
+    saved = done or None  # the evaluation of the newest checkpoint on disk
+    for evaluation in range(done + 1, sch.num_intervals + 1):
+      t0 = time.time()
+      bar.start_interval(interval_steps,
+                         f"evaluation {evaluation}/{sch.num_intervals} (compiling first)")
+      ts, metrics = trainer.run_interval(ts)
+      metrics = training.to_host(metrics)
+      env_steps = training.to_host(ts.env_steps)
+      dt = time.time() - t0
+      bad = _non_finite(metrics)
+      if bad:
+        kept = (f"the last good checkpoint, after evaluation {saved}, is kept in "
+                f"{os.path.join(out, run_dir.CHECKPOINTS)}" if saved else
+                "no checkpoint was written")
+        raise NonFiniteError(f"non-finite values in evaluation {evaluation}, by env step "
+                             f"{int(env_steps[0])} ({', '.join(bad)}); {kept}")
+      sps = interval_steps * train_cfg.num_seeds / dt
+      new_rows = _rows(metrics, env_steps, seeds, evaluation, wall0 + time.time() - start, sps)
+      rows += new_rows
+      if is_main:
+        run_dir.append_metrics(out, new_rows)
+      if evaluation % train_cfg.checkpoint_every == 0 or evaluation == sch.num_intervals:
+        try:
+          checkpointing.save(mngr, evaluation, ts)
+        except Exception as e:  # pylint: disable=broad-except  # disk full, I/O errors
+          kept = f"checkpoint {saved} is kept" if saved else "no checkpoint was written"
+          raise UsageError(f"cannot write checkpoint {evaluation} in "
+                           f"{os.path.join(out, run_dir.CHECKPOINTS)} "
+                           f"({checkpointing.describe_error(e)}); {kept}") from None
+        saved = evaluation
+      bar.end_interval(int(env_steps[0]), metrics, trainer.agent.progress_keys)
+  except OSError as e:
+    raise UsageError(f"cannot write the run directory {out!r} ({run_dir.describe_os_error(e)})"
+                     ) from None
+  finally:
     if bar is not None:
-      ret = metrics["eval_return"]
-      extra = "".join(f"  {k} {np.mean(metrics[k]):.3g}" for k in trainer.agent.progress_keys
-                      if k in metrics)
-      bar.set_postfix_str(f"{sps:,.0f} env steps/s  eval return {np.mean(ret):.1f} ± "
-                          f"{np.std(ret):.1f}{extra}")
-      bar.update(interval_steps)
-  if bar is not None:
-    bar.close()
-  mngr.close()
-  if plot and is_main:
-    from rlax_inf.agents import plotting  # pylint: disable=g-import-not-at-top
+      bar.close()
+    if mngr is not None:
+      mngr.close()
+    if lock is not None:
+      lock.release()
+  if plot and is_main and rows:
     plotting.plot_runs([out], os.path.join(out, PLOT_FILE))
   last_eval = max(r["evaluation"] for r in rows) if rows else 0
   returns = [r["eval_return"] for r in rows if r["evaluation"] == last_eval]
@@ -305,17 +345,17 @@ def train_run(out: str, agent: str, train_cfg: config_lib.TrainConfig, agent_cfg
 
 
 def evaluate_run(out: str) -> List[Dict[str, Any]]:
-  """Evaluate the latest checkpoint of the run in `out` (fresh eval keys), per seed."""
+  """Evaluate the latest readable checkpoint of the run in `out` (fresh eval keys), per seed."""
   agent, train_cfg, agent_cfg = load_config(out)
-  trainer = make_trainer(train_cfg, agent_cfg, agent)
-  mngr = checkpointing.manager(os.path.join(out, "checkpoints"))
-  if mngr.latest_step() is None:
-    raise UsageError(f"{out!r} has no checkpoint to evaluate")
+  trainer = make_trainer(_with_capacity(train_cfg, _capacity(out)), agent_cfg, agent)
+  mngr = checkpointing.manager(os.path.join(out, run_dir.CHECKPOINTS))
   try:
-    ts, step = checkpointing.restore(mngr, trainer.abstract_state())
-  except checkpointing.IncompatibleCheckpoint as e:
-    raise UsageError(f"cannot evaluate {out!r}: its checkpoint was written by another "
-                     f"version of rlax-inf or another config ({e})") from None
+    ts, step, mngr = _restore(out, mngr, trainer, False, "evaluate")
+  finally:
+    mngr.close()
+  if ts is None:
+    raise UsageError(f"{out!r} has no checkpoint to evaluate")
+  del step
   keys = jax.vmap(lambda k: jax.random.fold_in(k, 0x5EED))(ts.key)
   metrics = training.to_host(trainer.evaluate(ts.agent, keys))
   steps = training.to_host(ts.env_steps)

@@ -15,6 +15,12 @@ import pytest
 from rlax_inf.agents import cli
 
 
+@pytest.fixture(autouse=True)
+def _compilation_cache_of_this_session(monkeypatch, compile_cache):
+  """In-process `cli.main` calls use the session's cache, not ~/.cache (compile_cache.py)."""
+  monkeypatch.setenv("RLAX_INF_COMPILATION_CACHE", compile_cache)
+
+
 def _one_line_error(capsys, argv, *needles):
   code = cli.main(argv)
   err = capsys.readouterr().err.strip()
@@ -92,6 +98,17 @@ def test_train_smoke_then_refuse_overwrite_eval_and_plot(tiny, compile_cache, tm
   assert open(out / "metrics.jsonl").read() == before
   assert cli.main(["plot", str(out), "--ema", "0.5", "--out", str(tmp_path / "p.png")]) == 0
   assert os.path.getsize(tmp_path / "p.png") > 1000
+  # Bad plot arguments: one line, exit 2, naming the valid values.
+  _one_line_error(capsys, ["plot", str(out), "--key", "nonexistent"], "'nonexistent'",
+                  "eval_return", "critic_loss")
+  for ema in ("1.5", "-3", "1"):
+    with pytest.raises(SystemExit) as e:
+      cli.main(["plot", str(out), "--ema", ema])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "[0, 1)" in err, err
+  _one_line_error(capsys, ["plot", str(out), "--out", str(tmp_path / "no" / "dir" / "p.png")],
+                  "no" + os.sep + "dir")
 
 
 def test_non_finite_loss_stops_with_clear_message(tiny, compile_cache, tmp_path):
@@ -100,6 +117,7 @@ def test_non_finite_loss_stops_with_clear_message(tiny, compile_cache, tmp_path)
                cache=compile_cache, check=False)
   assert res.returncode == 1
   assert "non-finite" in res.stderr and "_loss=[nan" in res.stderr
+  assert "no checkpoint was written" in res.stderr and "is kept" not in res.stderr
   assert "Traceback" not in res.stderr
   assert not [d for d in os.listdir(out / "checkpoints") if d.isdigit()]
 
@@ -205,6 +223,18 @@ def test_incomplete_multi_host_flags_exit_2(capsys, tmp_path, flags, needle):
   _one_line_error(capsys, ["train", "--env", "pendulum", "--out", str(tmp_path / "run"),
                            *flags], needle)
   assert not os.path.exists(tmp_path / "run")
+
+
+def test_help_shows_defaults_and_what_resume_keeps(capsys):
+  with pytest.raises(SystemExit):
+    cli.main(["train", "--help"])
+  text = " ".join(capsys.readouterr().out.split())
+  for needle in ("default sac", "default inverted_pendulum", "default 50,000",
+                 "rounds it up", "only --steps may change", "compilation-cache"):
+    assert needle in text, needle
+  with pytest.raises(SystemExit):
+    cli.main(["plot", "--help"])
+  assert "(default: eval_return)" in capsys.readouterr().out
 
 
 def test_list_is_static_and_complete():

@@ -3,6 +3,8 @@
 import json
 import os
 
+import pytest
+
 from rlax_inf.agents import cli
 
 # Tiny and fast: the pure-JAX pendulum, small nets, two short intervals.
@@ -10,6 +12,12 @@ _SMALL = ["--env", "pendulum", "--seeds", "2", "--steps", "768",
           "--set", "hidden=8,8", "--set", "prefill_steps=256", "--set", "eval_every=256",
           "--set", "grad_updates_per_step=2", "--set", "batch_size=32",
           "--set", "episode_length=64", "--set", "num_eval_envs=2"]
+
+
+@pytest.fixture(autouse=True)
+def _compilation_cache_of_this_session(monkeypatch, compile_cache):
+  """In-process `cli.main` calls use the session's cache, not ~/.cache (compile_cache.py)."""
+  monkeypatch.setenv("RLAX_INF_COMPILATION_CACHE", compile_cache)
 
 
 def _rows(out, agent):
