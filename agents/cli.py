@@ -123,36 +123,52 @@ def _cmd_plot(args) -> int:
 
 def _cmd_list(args) -> int:
   del args
+  import dataclasses  # pylint: disable=g-import-not-at-top
   from rlax_inf import envs  # pylint: disable=g-import-not-at-top
   from rlax_inf.agents import registry as agents  # pylint: disable=g-import-not-at-top
   from rlax_inf.agents import run_config  # pylint: disable=g-import-not-at-top
   # Static tables: builds no environment and imports neither Brax nor Playground.
   registry = envs.registry()
-  print("agents (loop; action spaces):")
+  print("agents (loop; action spaces: the envs each takes):")
   for name in agents.names():
     e = agents.get(name)
     print(f"  {name:<10} {e.loop:<10} {'/'.join(e.action_spaces):<21} {e.description}")
-  print("backends: " + ", ".join(sorted({b for e in registry.values()
-                                         for b in e["backends"]})))
-  print("envs (continuous actions in [-1, 1]; obs / action sizes; "
-        "d = differentiable step):")
+  print("backends: " + ", ".join(
+      b + (" (NVIDIA GPUs only)" if b == "warp" else "")
+      for b in sorted({b for e in registry.values() for b in e["backends"]})))
+  print("envs (continuous actions in [-1, 1]; obs / action sizes; d = differentiable step; "
+        "cheap = pure JAX, compiles in seconds, the others are physics and compile in "
+        "minutes on a CPU):")
   for name, e in registry.items():
     if not e["discrete"]:
       flag = "" if e.get("available", True) else "  [needs the playground extra]"
       diff = "d" if e["differentiable"] else " "
+      cheap = "  cheap" if e["suite"] in ("classic", "tabular") else ""
       print(f"  {name:<26} {e['observation_size']:>4} {e['action_size']:>3} {diff}  "
-            f"backends: {', '.join(e['backends'])}{flag}")
-  print("envs (discrete actions; obs size, number of actions): " + ", ".join(
+            f"backends: {', '.join(e['backends'])}{cheap}{flag}")
+  print("envs (discrete actions, all cheap; obs size, number of actions): " + ", ".join(
       f"{n} ({e['observation_size']}, {e['action_size']})"
       for n, e in registry.items() if e["discrete"]))
-  keys = run_config.config_keys(agents.names()[0])
-  print("loop config keys (--set key=value): " + ", ".join(
-      sorted(k for k, (which, _) in keys.items() if which == "train")))
+
+  def keys(name, which):
+    return ", ".join(f"{k}={_show(f.default)}" for k, (w, f) in
+                     sorted(run_config.config_keys(name).items()) if w == which
+                     and f.default is not dataclasses.MISSING)
+
+  print("loop config keys with defaults (--set key=value): " + keys(agents.names()[0], "train"))
   for name in agents.names():
-    own = sorted(k for k, (which, _) in run_config.config_keys(name).items()
-                 if which == "agent")
-    print(f"{name} config keys: " + ", ".join(own))
+    entry = agents.get(name)
+    own = ", ".join(f"{f.name}={_show(getattr(entry.config, f.name))}"
+                    for f in sorted(dataclasses.fields(entry.config), key=lambda f: f.name))
+    print(f"{name} config keys with defaults: {own}")
   return 0
+
+
+def _show(value) -> str:
+  """A config value as `--set` takes it."""
+  if isinstance(value, tuple):
+    return ",".join(map(str, value))
+  return str(value)
 
 
 def _cmd_demo(args) -> int:
@@ -248,6 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> int:
   """Entry point of the `rlax-inf` console script; returns the exit code."""
   args = build_parser().parse_args(argv)
+  from rlax_inf.agents import quiet  # pylint: disable=g-import-not-at-top
+  quiet.silence_warnings()
   try:
     return args.fn(args)
   except errors.UsageError as e:

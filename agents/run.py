@@ -30,6 +30,7 @@ from rlax_inf.agents import checkpointing
 from rlax_inf.agents import config as config_lib
 from rlax_inf.agents import distributed
 from rlax_inf.agents import plotting
+from rlax_inf.agents import quiet
 from rlax_inf.agents import report
 from rlax_inf.agents import run_config
 from rlax_inf.agents import run_dir
@@ -70,6 +71,8 @@ def validate_env(train_cfg: config_lib.TrainConfig, agent: str):
     if not spec.get("available", True):
       raise UsageError(f"{train_cfg.env!r} is a MuJoCo Playground env and the playground "
                        "extra is not installed: pip install 'rlax-inf[playground]'")
+    if spec["suite"] in ("brax", "playground"):
+      quiet.import_mjx()
   try:
     return training.make_env(train_cfg)
   except ValueError as e:

@@ -256,3 +256,41 @@ def test_list_is_static_and_complete():
   lines = {l.split()[0]: l.split() for l in out.splitlines() if l.startswith("  ")}
   assert lines["hopper"][:3] == ["hopper", "11", "3"] and lines["hopper"][3] == "d"
   assert "cartpole (4, 2)" in out
+
+
+# --- the compilation cache and third-party noise -------------------------------
+
+def test_compilation_cache_is_on_by_default_and_can_be_moved_or_disabled(tmp_path, monkeypatch,
+                                                                        capsys):
+  from rlax_inf.agents import compile_cache  # pylint: disable=g-import-not-at-top
+  before = jax.config.jax_compilation_cache_dir
+  try:
+    monkeypatch.delenv("RLAX_INF_COMPILATION_CACHE", raising=False)
+    monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    default = str(tmp_path / "xdg" / "rlax-inf" / "jax")
+    assert compile_cache.configure() == default and os.path.isdir(default)
+    assert jax.config.jax_compilation_cache_dir == default
+    assert compile_cache.configure(str(tmp_path / "flag")) == str(tmp_path / "flag")
+    monkeypatch.setenv("RLAX_INF_COMPILATION_CACHE", str(tmp_path / "env"))
+    assert compile_cache.configure() == str(tmp_path / "env")
+    assert compile_cache.configure("off") is None
+    monkeypatch.setenv("RLAX_INF_COMPILATION_CACHE", "off")
+    assert compile_cache.configure() is None
+    (tmp_path / "file").write_text("")
+    assert compile_cache.configure(str(tmp_path / "file" / "cache")) is None  # goes on
+    assert "no compilation cache" in capsys.readouterr().err
+  finally:
+    jax.config.update("jax_compilation_cache_dir", before)
+
+
+def test_the_cli_silences_the_brax_maintenance_warning():
+  import warnings  # pylint: disable=g-import-not-at-top
+  from rlax_inf.agents import quiet  # pylint: disable=g-import-not-at-top
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    quiet.silence_warnings()
+    warnings.warn("Brax System, piplines and environments are not actively being maintained. "
+                  "Please see MJX", UserWarning)
+    warnings.warn("another warning", UserWarning)
+  assert [str(w.message) for w in caught] == ["another warning"]
