@@ -6,17 +6,24 @@ Rows (ratio = ours / rlax; target ≤ 1.05):
   * soft_q_learning at τ = 0 vs rlax.q_learning on B = 4096 transitions;
   * soft_lambda_returns vs rlax.lambda_returns on B = 4096 trajectories of T = 128;
   * soft_n_step_returns vs rlax.n_step_bootstrapped_returns (n = 5), same shapes;
-  * soft_retrace at τ = 0 vs rlax.retrace, B = 1024 trajectories of T = 32, A = 8.
+  * soft_retrace at τ = 0 vs rlax.retrace, B = 1024 trajectories of T = 32, A = 8;
+  * mpo_loss (vmapped over states) vs rlax.mpo_loss (the sample axis reduced at
+    once), B = 256 states, N = 20 samples, decoupled mean / covariance KL bounds
+    over D = 6 dimensions: the loss, and its value and gradients in all 7 inputs.
 Message passing on random dense MDPs (A = 4) with S = 1,000 (100 backups, T = 50)
 and 10,000 (20 backups, T = 10; a dense P is 1.6 GB): soft value iteration,
 backward messages (variational and optimistic) and posterior marginals, with a
 straightforward jnp reference of the optimistic backup (plain `logsumexp` over a
 stored log P) for comparison.
 Writes benchmarks/results/ops.json and ops.md with the command and the machine.
+`--keep-messages` re-measures the rlax rows only and carries the message-passing
+rows (minutes of CPU) over from the last results file, with their command.
 """
 
 import argparse
 import functools
+import json
+import os
 
 import jax
 import jax.numpy as jnp
@@ -68,6 +75,8 @@ def _rlax_rows(repeats):
                functools.partial(ours, q_tm1, q_t, a_tm1, a_t, r, d, log_pi, jnp.log(mu)),
                functools.partial(theirs, q_tm1, q_t, a_tm1, a_t, r, d, pi, mu)))
 
+  rows += _mpo_rows(ks[7])
+
   out = []
   for name, shape, f_ours, f_theirs in rows:
     t = _common.time_interleaved({"ours": f_ours, "rlax": f_theirs}, repeats=repeats)
@@ -77,6 +86,44 @@ def _rlax_rows(repeats):
     print(f"{name:58s} {shape:22s} ours {out[-1]['ours_ms']:8.3f} ms  "
           f"rlax {out[-1]['rlax_ms']:8.3f} ms  ratio {ratio:.3f}", flush=True)
   return out
+
+
+_MPO_EPS, _MPO_EPS_MEAN, _MPO_EPS_COV = 0.1, 0.01, 0.002
+
+
+def _mpo_rows(key):
+  """mpo_loss on a batch of states, ours vmapped, rlax's over the sample axis."""
+  b, n, d = 256, 20, 6
+  k = jax.random.split(key, 7)
+  inputs = (jax.nn.log_softmax(jax.random.normal(k[0], (b, n))),  # log π(a_k|s)
+            3.0 * jax.random.normal(k[1], (b, n)),                  # Q(s, a_k)
+            jnp.exp(jax.random.normal(k[2], ())),                   # η
+            jnp.abs(jax.random.normal(k[3], (b,))),                 # KL of the mean
+            jnp.abs(jax.random.normal(k[4], (b, d))),               # KL of σ, per dimension
+            jnp.exp(jax.random.normal(k[5], ())),                   # α_μ
+            jnp.exp(jax.random.normal(k[6], (d,))))                 # α_σ [D]
+
+  def ours(log_pi, q, temperature, kl_mean, kl_cov, alpha_mean, alpha_cov):
+    def one(lp, qq, km, kc):
+      return rlax_inf.mpo_loss(lp, qq, temperature, _MPO_EPS,
+                               ((km, alpha_mean, _MPO_EPS_MEAN), (kc, alpha_cov, _MPO_EPS_COV)))[0]
+    return jnp.mean(jax.vmap(one)(log_pi, q, kl_mean, kl_cov))
+
+  def theirs(log_pi, q, temperature, kl_mean, kl_cov, alpha_mean, alpha_cov):
+    loss, _ = rlax.mpo_loss(
+        log_pi, q, rlax.LagrangePenalty(temperature, jnp.asarray(_MPO_EPS)),
+        [(kl_mean, rlax.LagrangePenalty(alpha_mean, jnp.asarray(_MPO_EPS_MEAN))),
+         (kl_cov, rlax.LagrangePenalty(alpha_cov[None], jnp.asarray(_MPO_EPS_COV), True))],
+        sample_axis=1)
+    return jnp.mean(loss)
+
+  shape = f"B={b}, N={n}, D={d}"
+  grad = functools.partial(jax.value_and_grad, argnums=tuple(range(len(inputs))))
+  return [("mpo_loss vs mpo_loss", shape,
+           functools.partial(jax.jit(ours), *inputs), functools.partial(jax.jit(theirs), *inputs)),
+          ("mpo_loss value_and_grad vs mpo_loss's", shape,
+           functools.partial(jax.jit(grad(ours)), *inputs),
+           functools.partial(jax.jit(grad(theirs)), *inputs))]
 
 
 def _random_mdp(key, s, a):
@@ -139,15 +186,26 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__)
   parser.add_argument("--quick", action="store_true", help="S = 1,000 only, fewer repeats")
   parser.add_argument("--repeats", type=int, default=30)
+  parser.add_argument("--keep-messages", action="store_true",
+                      help="rlax rows only; message-passing rows from the last results file")
   args = parser.parse_args()
   repeats = 5 if args.quick else args.repeats
   sizes = [1000] if args.quick else [1000, 10_000]
   info = _common.machine()
   print(f"machine: {info}", flush=True)
   rlax_rows = _rlax_rows(repeats)
-  msg_rows = _message_rows(sizes, repeats)
+  if args.keep_messages:
+    with open(os.path.join(os.path.dirname(__file__), "results", "ops.json")) as f:
+      last = json.load(f)
+    msg_rows = last["messages"]
+    msg_command = last.get("messages_command", last["command"])
+    msg_machine = last.get("messages_machine", last["machine"])
+  else:
+    msg_rows = _message_rows(sizes, repeats)
+    msg_command, msg_machine = _common.command(), info
   payload = {"command": _common.command(), "machine": info, "rlax": rlax_rows,
-             "messages": msg_rows}
+             "messages": msg_rows, "messages_command": msg_command,
+             "messages_machine": msg_machine}
   md = [f"# ops benchmark\n\nCommand: `{payload['command']}`  \n"
         f"Machine: {info['cpu']}, {info['cores']} cores, jax {info['jax']} "
         f"({info['backend']}, {info['device']}).\n",
@@ -157,7 +215,9 @@ def main():
     md.append(f"| {r['op']} | {r['shape']} | {r['ours_ms']:.3f} | {r['rlax_ms']:.3f} | "
               f"{r['ratio']:.3f} |")
   md += ["", "Message passing on random dense MDPs (A = 4, τ = 0.5); steps = backups "
-         "(value iteration) or horizon T (messages):", "",
+         f"(value iteration) or horizon T (messages). Command `{msg_command}`, "
+         f"machine {msg_machine['cpu']}, {msg_machine['cores']} cores, jax {msg_machine['jax']}:",
+         "",
          "| op | S | steps | time (ms) | ms per step |", "|---|---|---|---|---|"]
   for r in msg_rows:
     md.append(f"| {r['op']} | {r['S']} | {r['steps']} | {r['ms']:.1f} | "

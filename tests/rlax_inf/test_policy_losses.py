@@ -167,6 +167,28 @@ def test_mpo_matches_rlax_values_and_gradients(seed):
   np.testing.assert_allclose(dual, dual2, rtol=1e-5)
 
 
+@pytest.mark.parametrize("eta", [0.0, 1e-6, 0.7])
+def test_mpo_loss_is_its_e_step_and_m_step(eta):
+  # mpo_loss fuses the two steps; it must equal them composed, at η = 0 too,
+  # with 0 · log 0 = 0 where the policy gives a zero-weight sample no mass.
+  q = jnp.array([1.0, 3.0, 3.0, -2.0])
+  log_pi = jnp.log(jnp.array([0.2, 0.3, 0.5, 0.0]))
+  eta = jnp.float32(eta)
+  loss, extra = pl.mpo_loss(log_pi, q, eta, 0.1, projection=lambda x: x)
+  weights, dual = pl.mpo_e_step(q, eta, 0.1)
+  np.testing.assert_allclose(extra.weights, weights, rtol=1e-6)
+  np.testing.assert_allclose(extra.temperature_loss, dual, rtol=1e-6)
+  np.testing.assert_allclose(extra.policy_loss, pl.mpo_m_step_loss(log_pi, weights), rtol=1e-6)
+  np.testing.assert_allclose(loss, extra.policy_loss + dual, rtol=1e-6)
+  grads = jax.grad(lambda lp, qq, e: pl.mpo_loss(lp, qq, e, 0.1, projection=lambda x: x)[0],
+                   (0, 1, 2))(log_pi, q, eta)
+  want = jax.grad(lambda lp, qq, e: pl.mpo_m_step_loss(lp, pl.mpo_e_step(qq, e, 0.1)[0])
+                  + pl.mpo_e_step(qq, e, 0.1)[1], (0, 1, 2))(log_pi, q, eta)
+  for g, w in zip(grads, want):
+    assert np.all(np.isfinite(g))
+    np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-7)
+
+
 def test_mpo_temperature_dual_minimiser_makes_the_kl_bound_tight():
   # Samples = every action once = exact expectation under a uniform π_old.
   q = jnp.array([1.0, 0.2, -0.3, 2.0, 0.5])
