@@ -13,7 +13,7 @@ elapsed time moves.
 import sys
 import threading
 import time
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -33,9 +33,12 @@ class Progress:
     num_seeds: seeds trained at once (the bar counts over all of them).
     desc: the bar's label.
     enabled: False: no bar, no thread (every method is a no-op).
+    tick_s: seconds between redraws; by default 0.5 on a terminal and 30 in a
+      log file, where every redraw is another line.
   """
 
-  def __init__(self, total: int, initial: int, num_seeds: int, desc: str, enabled: bool = True):
+  def __init__(self, total: int, initial: int, num_seeds: int, desc: str, enabled: bool = True,
+               tick_s: Optional[float] = None):
     self.enabled = enabled
     if not enabled:
       return
@@ -47,7 +50,7 @@ class Progress:
                      unit_scale=True, dynamic_ncols=True, file=sys.stderr, mininterval=0.5,
                      bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} env steps [{elapsed}"
                                 "{postfix}]")
-    self._tty = sys.stderr.isatty()
+    self._tick_s = tick_s or (0.5 if sys.stderr.isatty() else 30.0)
     self._lock = threading.Lock()
     self._done = initial * num_seeds  # the exact count at the last evaluation
     self._target = self._done  # the count at the end of the running interval
@@ -85,9 +88,7 @@ class Progress:
                                 f"{np.mean(ret):.1f} ± {np.std(ret):.1f}{extra}", refresh=True)
 
   def _tick(self) -> None:
-    # On a terminal the bar is redrawn in place every half second; in a log file
-    # every redraw is another line, so there it moves every 30 s.
-    while not self._stop.wait(0.5 if self._tty else 30.0):
+    while not self._stop.wait(self._tick_s):
       with self._lock:
         if self._rate is not None and self._target > self._done:
           estimate = self._done + self._rate * (time.time() - self._started)

@@ -300,3 +300,25 @@ def test_damaged_latest_checkpoint_and_cut_metrics_resume_to_the_same_run(
   strip = lambda rows: [{k: v for k, v in r.items() if k not in ("wall_s", "env_steps_per_s")}
                         for r in rows]
   assert strip(run.read_metrics(str(out))) == strip(run.read_metrics(str(ref)))
+
+
+# --- progress ----------------------------------------------------------------------
+
+def test_the_bar_moves_between_evaluations_with_one_rate(capsys):
+  import time  # pylint: disable=g-import-not-at-top
+  from rlax_inf.agents import report  # pylint: disable=g-import-not-at-top
+  bar = report.Progress(total=1000, initial=0, num_seeds=2, desc="x", tick_s=0.02)
+  bar.start_interval(100, "evaluation 1/10 (compiling first)")
+  time.sleep(0.1)
+  bar.end_interval(100, dict(eval_return=np.array([1.0, 3.0])))
+  assert bar._bar.n == 200  # pylint: disable=protected-access  # env steps × seeds
+  bar.start_interval(100, "")
+  time.sleep(0.08)  # less than the last interval took: between 200 and 400, moving
+  moved = bar._bar.n  # pylint: disable=protected-access
+  bar.end_interval(200, dict(eval_return=np.array([2.0, 2.0])))
+  bar.close()
+  assert 200 < moved < 400, moved
+  err = capsys.readouterr().err
+  assert "compiling first" in err and "eval return 2.0 ± 0.0" in err
+  last = err.replace("\r", "\n").strip().splitlines()[-1]
+  assert last.count("/s") == 1 and "env steps/s" in last, last  # one rate
