@@ -14,8 +14,10 @@ from rlax_inf.agents import base
 from rlax_inf.agents import config as config_lib
 from rlax_inf.agents import gcl
 from rlax_inf.agents import klpg
+from rlax_inf.agents import mpo
 from rlax_inf.agents import sac
 from rlax_inf.agents import sql
+from rlax_inf.agents import virel
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,5 +104,9 @@ register("sql", sql.SQLConfig(), sql.make, base.OFF_POLICY, (base.DISCRETE,),
          "soft Q-learning: Boltzmann policy of Q, one-step or n-step soft targets")
 register("klpg", klpg.KLPGConfig(), klpg.make, base.ON_POLICY, (base.CONTINUOUS, base.DISCRETE),
          "KL-regularised policy gradient (Bartunov), uniform or stable-EM prior")
+register("mpo", mpo.MPOConfig(), mpo.make, base.OFF_POLICY, (base.CONTINUOUS,),
+         "MPO: E-step weights with a temperature dual, decoupled-KL Gaussian M-step")
+register("virel", virel.VIRELConfig(), virel.make, base.OFF_POLICY, (base.CONTINUOUS,),
+         "VIREL: reverse KL to exp(Q/ε), ε = scale · the critic's MSBE")
 register("gcl", gcl.GCLConfig(), gcl.make, base.OFF_POLICY, (base.CONTINUOUS,),
          "guided cost learning: reward from demonstrations (SNIS log Z), SAC on it")
