@@ -6,6 +6,10 @@ import types
 
 import pytest
 
+# Test modules import helpers that live next to them (reference_nets) by name; under
+# --import-mode=importlib that needs this directory on sys.path.
+sys.path.insert(0, os.path.dirname(__file__))
+
 # Flags for a tiny run of `rlax-inf train` on the pure-JAX pendulum.
 TINY_SETS = ["hidden=16,16", "num_envs=4", "batch_size=16", "grad_updates_per_step=2",
              "prefill_steps=32", "eval_every=32", "episode_length=20", "num_eval_envs=2"]

@@ -13,6 +13,7 @@ import pytest
 import rlax_inf
 from rlax_inf.agents import base
 from rlax_inf.agents import klpg
+from reference_nets import mlp as _mlp  # pylint: disable=g-bad-import-order
 
 OBS, B, T = 3, 3, 5
 HIDDEN = (8, 8)
@@ -61,15 +62,6 @@ def test_returns_with_truncation_termination_and_cut_by_hand(long_term):
 
 
 # --- the update against the equations written out ------------------------------
-
-def _mlp(p, x):
-  layers = p["params"]
-  n = len(layers)
-  for i in range(n):
-    x = x @ layers[f"Dense_{i}"]["kernel"] + layers[f"Dense_{i}"]["bias"]
-    if i < n - 1:
-      x = jnp.maximum(x, 0.0)
-  return x
 
 
 def _reference_policy(discrete, num_actions):

@@ -11,20 +11,10 @@ import rlax
 
 from rlax_inf.agents import base
 from rlax_inf.agents import sql
+from reference_nets import mlp as _mlp  # pylint: disable=g-bad-import-order
 
 OBS, A, B, T = 3, 4, 6, 3
 SPEC = types.SimpleNamespace(name="toy", observation_size=OBS, action_size=A, discrete=True)
-
-
-def _mlp(p, x):
-  """The Q-network written out (numpy arrays in: numpy out; jax arrays in: jax out)."""
-  layers = p["params"]
-  n = len(layers)
-  for i in range(n):
-    x = x @ layers[f"Dense_{i}"]["kernel"] + layers[f"Dense_{i}"]["bias"]
-    if i < n - 1:
-      x = x * (x > 0)
-  return x
 
 
 def _log_prior(cfg):
