@@ -213,8 +213,7 @@ def _sampled_retrace_inputs(q_samples, log_pi_samples, q_behaviour, log_pi_behav
   return q, jnp.asarray(n, jnp.int32), log_p, log_p - log_pi, log_mu
 
 
-def make_losses(config: MPOConfig, actor_net: networks.Actor, critic_net: networks.Critics,
-                action_size: int):
+def make_losses(config: MPOConfig, actor_net: networks.Actor, critic_net: networks.Critics):
   """(critic_loss, policy_loss) of MPO as pure functions.
 
     critic_loss(critic, target_critic, target_actor, batch, key) -> (L_Q, (δ, Q(s, a)))
@@ -227,14 +226,14 @@ def make_losses(config: MPOConfig, actor_net: networks.Actor, critic_net: networ
   n, tau = config.num_action_samples, config.critic_temperature
   q_of = lambda params, obs, a: critic_net.apply(params, obs, a)[0]  # one critic
 
+  def target_actor_apply(params, obs):
+    return jax.tree.map(jax.lax.stop_gradient, actor_net.apply(params, obs))
+
   def next_values(target_critic, target_actor, next_obs, key):
     """Q̄(s', a'_k) and log π̄(a'_k|s') [..., N] for a'_k ~ π̄(·|s')."""
     mean, std = target_actor_apply(target_actor, next_obs)
     u, log_pi = _sample(key, mean, std, n)
     return q_of(target_critic, _repeat(next_obs, n), jnp.tanh(u)), log_pi
-
-  def target_actor_apply(params, obs):
-    return jax.tree.map(jax.lax.stop_gradient, actor_net.apply(params, obs))
 
   def td_errors(critic, target_critic, target_actor, batch, key):
     q_t, log_pi_t = next_values(target_critic, target_actor, batch.next_obs, key)  # [B, N]
@@ -316,7 +315,7 @@ def make(config: MPOConfig, env_spec: Any) -> base.Agent:
       {"actor": optax.adam(config.actor_lr), "duals": optax.adam(config.dual_lr)},
       lambda params: {k: jax.tree.map(lambda _: k, v) for k, v in params.items()})
   critic_tx = optax.adam(config.critic_lr)
-  critic_loss, policy_loss = make_losses(config, actor_net, critic_net, action_size)
+  critic_loss, policy_loss = make_losses(config, actor_net, critic_net)
   critic_step = gradients.make_step(critic_loss, critic_tx, has_aux=True)
   policy_step = gradients.make_step(policy_loss, policy_tx, has_aux=True)
 

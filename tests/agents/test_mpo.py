@@ -198,7 +198,7 @@ def test_e_step_weights_and_losses_match_rlax():
   """The policy loss's E-step weights, dual and M-step against rlax.mpo_loss on the same samples."""
   cfg = mpo.MPOConfig(hidden=(16,), num_action_samples=N)
   actor_net, critic_net = networks.Actor((16,), ACT), networks.Critics((16,), 1)
-  _, policy_loss = mpo.make_losses(cfg, actor_net, critic_net, ACT)
+  _, policy_loss = mpo.make_losses(cfg, actor_net, critic_net)
   agent = mpo.make(cfg, SPEC)
   state = _perturbed_state(agent)
   obs = jax.random.normal(jax.random.PRNGKey(5), (6, OBS))
@@ -273,3 +273,17 @@ def test_mpo_refuses_discrete_envs_in_one_line():
                                name="cartpole")
   with pytest.raises(base.UnsupportedEnv, match="mpo needs continuous actions; 'cartpole'"):
     mpo.make(mpo.MPOConfig(), spec)
+
+
+@pytest.mark.parametrize("agent, setting, field", [
+    ("mpo", "epsilon_mean=0", "epsilon_mean"), ("mpo", "num_action_samples=0",
+                                                "num_action_samples"),
+    ("virel", "temperature_scale=-1", "temperature_scale"),
+])
+def test_cli_exits_2_with_one_line_on_a_bad_config(capsys, tmp_path, agent, setting, field):
+  from rlax_inf.agents import cli  # pylint: disable=g-import-not-at-top
+  code = cli.main(["train", "--agent", agent, "--env", "pendulum", "--out",
+                   str(tmp_path / "run"), "--set", setting])
+  err = [l for l in capsys.readouterr().err.strip().splitlines()
+         if l.startswith("rlax-inf: error:")]
+  assert code == 2 and len(err) == 1 and field in err[0], err
