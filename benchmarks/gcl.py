@@ -1,21 +1,25 @@
 """Guided cost learning on Brax inverted_pendulum: SAC on the learned reward vs on the true one.
 
-  python -m benchmarks.gcl [--seeds 4] [--steps 30000] [--label TEXT]
-      (a) An expert: SAC on the true reward (`EXPERT`: the main job's settings,
-          2 seeds vmapped, the better final deterministic eval kept), then
-          `NUM_DEMOS` episodes of its stochastic policy written to a demonstrations
-          file. Both are cached under runs/bench_gcl/ (git-ignored) and rebuilt when
+  python -m benchmarks.gcl [--seeds 4] [--steps 30000] [--eval-every 5000] [--label TEXT]
+                           [--fast-compile]
+      (a) `sac` on the true reward, S seeds vmapped, the main job's settings
+          (`LOOP`); it is both the baseline and the expert: the final policy of its
+          best seed (final deterministic eval) rolls out `NUM_DEMOS` episodes of
+          its stochastic policy into a demonstrations file. Run and file (and gcl's
+          run) are cached under runs/bench_gcl/ (git-ignored) and rebuilt when
           missing or made with other settings, so a fresh clone regenerates them.
-      (b) `gcl` (reward learned from the demonstrations, SAC on it) and `sac` (the
-          true reward), S seeds vmapped each, the same seeds (0..S−1), the same loop
-          settings and budget: env steps, gradient updates, and B·T = 256
-          transitions per SAC step for both (gcl samples B = 256/T windows of T).
+      (b) `gcl` (reward learned from those demonstrations, SAC on it), the same S
+          seeds (0..S−1), loop settings and budget: env steps, gradient updates,
+          and B·T = 256 transitions per SAC step (gcl samples B = 256/T windows of
+          T steps).
       Reports the true deterministic eval return per seed and evaluation, and gcl's
       ESS of the self-normalised weights (the mean over each interval's updates,
       out of B windows). Writes benchmarks/results/gcl.json, gcl.md, gcl.png.
+      --fast-compile: XLA's LLVM optimisation level 0 (compiles dominate on a
+      loaded 2-core machine).
   python -m benchmarks.gcl --quick
-      CI size on the pure-JAX pendulum (no Brax compile): a tiny expert, demos,
-      both agents for a few thousand steps, 2 seeds, XLA's LLVM optimisation
+      CI size on the pure-JAX pendulum (no Brax compile): sac (the expert), demos,
+      gcl, a few thousand steps each, 2 seeds, XLA's LLVM optimisation
       level 0; checks that everything runs and prints the table; writes nothing.
 
 Evaluation (the shared `acting.evaluate`): mean first-episode true return of
@@ -29,7 +33,6 @@ import os
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import _common
@@ -47,15 +50,13 @@ LOOP = dict(env="inverted_pendulum", backend="positional", num_envs=16,
             batch_size=256, grad_updates_per_step=16, prefill_steps=2048, eval_every=5000,
             num_eval_envs=8, episode_length=1000, checkpoint_every=1)
 HIDDEN = (64, 64)
-#: The expert: SAC on the true reward, the main job's budget, the better of 2 seeds.
-EXPERT = dict(num_seeds=2, total_steps=30_000)
 NUM_DEMOS = 16
 #: gcl's own settings (window T; the loop's batch_size becomes 256 // T windows).
 GCL = dict(window=8, reward_hidden=(64, 64), reward_lr=3e-4, reward_l2=1e-3)
 QUICK = dict(env="pendulum", backend=None, num_envs=8, batch_size=64,
              grad_updates_per_step=2, prefill_steps=256, eval_every=1024, num_eval_envs=2,
              episode_length=100)
-QUICK_STEPS, QUICK_EXPERT_STEPS, QUICK_DEMOS = 3072, 2048, 4
+QUICK_STEPS, QUICK_DEMOS = 3072, 4
 
 
 def _train(agent: str, cfg: TrainConfig, agent_cfg, label: str):
@@ -107,23 +108,25 @@ def rollout_demonstrations(trainer, agent_state, key, num_episodes: int):
   return demos_lib.make_demonstrations(cat(0), cat(1), starts, cat(2))
 
 
-def expert_demonstrations(loop: dict, steps: int, num_demos: int, cache: str):
-  """(path of the demonstrations file, expert summary), cached in `cache` when given."""
-  cfg = TrainConfig(**dict(loop, num_seeds=EXPERT["num_seeds"], total_steps=steps))
+def sac_and_demonstrations(cfg: TrainConfig, num_demos: int, cache: str):
+  """The `sac` run on the true reward and the path of its best seed's demonstrations.
+
+  Both are cached in `cache` and reused when the settings match.
+  """
   agent_cfg = sac.SACConfig(hidden=HIDDEN)
   settings = json.loads(json.dumps(dict(train=dataclasses.asdict(cfg),
                                         agent=dataclasses.asdict(agent_cfg),
                                         num_demos=num_demos)))
   path = os.path.join(cache, "expert_demos.npz")
-  meta = os.path.join(cache, "expert.json")
+  meta = os.path.join(cache, "sac_expert.json")
   if os.path.exists(path) and os.path.exists(meta):
     with open(meta) as f:
       cached = json.load(f)
     if cached["settings"] == settings:
-      print(f"expert: reusing {path}", flush=True)
-      return path, cached
-  print(f"expert: sac on the true reward, {cfg}", flush=True)
-  result, ts, trainer = _train("sac", cfg, agent_cfg, "expert")
+      print(f"sac (the expert): reusing {meta} and {path}", flush=True)
+      return cached, path
+  print(f"sac (true reward; the expert): {cfg} {agent_cfg}", flush=True)
+  result, ts, trainer = _train("sac", cfg, agent_cfg, "sac")
   final = np.asarray(result["curves"]["eval_return"][-1])
   best = int(np.argmax(final))
   state = jax.tree.map(lambda x: x[best], jax.device_get(ts.agent))
@@ -133,13 +136,11 @@ def expert_demonstrations(loop: dict, steps: int, num_demos: int, cache: str):
   lengths = demos_lib.episode_lengths(demos)
   returns = [float(np.sum(r)) for r in np.split(np.asarray(demos.rewards),
                                                 np.cumsum(lengths)[:-1])]
-  summary = dict(settings=settings, expert_seed=best, expert_final_eval=final.tolist(),
-                 demo_returns=returns, demo_steps=int(demos.num_steps),
-                 wall_s=result["wall_s"], curves=result["curves"]["eval_return"],
-                 steps=result["steps"])
+  result.update(settings=settings, expert_seed=best, demo_returns=returns,
+                demo_steps=int(demos.num_steps))
   with open(meta, "w") as f:
-    json.dump(summary, f)
-  return path, summary
+    json.dump(result, f)
+  return result, path
 
 
 def plot(results: dict, out_png: str) -> None:
@@ -183,37 +184,47 @@ def main(argv=None):
   p.add_argument("--steps", type=int, default=30_000)
   p.add_argument("--quick", action="store_true")
   p.add_argument("--label", default="", help="a note on the run (e.g. reduced) for gcl.md")
+  p.add_argument("--eval-every", type=int, default=LOOP["eval_every"])
+  p.add_argument("--fast-compile", action="store_true",
+                 help="XLA's LLVM optimisation level 0 (as --quick): about half the compile "
+                      "time, slower programs; for a loaded machine")
   args = p.parse_args(argv)
-  if args.quick and "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+  if (args.quick or args.fast_compile) and "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                                + " --xla_backend_optimization_level=0").strip()
   seeds = 2 if args.quick else args.seeds
-  loop = dict(LOOP, **QUICK) if args.quick else dict(LOOP)
+  loop = dict(LOOP, **QUICK) if args.quick else dict(LOOP, eval_every=args.eval_every)
   steps = QUICK_STEPS if args.quick else args.steps
   t_start = time.time()
   cache = os.path.join(CACHE, "quick") if args.quick else CACHE
-  demo_path, expert = expert_demonstrations(
-      loop, QUICK_EXPERT_STEPS if args.quick else EXPERT["total_steps"],
-      QUICK_DEMOS if args.quick else NUM_DEMOS, cache)
-  print(f"demonstrations: {len(expert['demo_returns'])} episodes, {expert['demo_steps']} "
-        f"steps, true returns {_fmt(expert['demo_returns'])}", flush=True)
-
   window = GCL["window"]
   windows_per_batch = loop["batch_size"] // window
-  runs = {
-      "sac": (TrainConfig(**dict(loop, num_seeds=seeds, total_steps=steps)),
-              sac.SACConfig(hidden=HIDDEN)),
-      "gcl": (TrainConfig(**dict(loop, num_seeds=seeds, total_steps=steps,
-                                 batch_size=windows_per_batch)),
-              gcl.GCLConfig(hidden=HIDDEN, demonstrations=demo_path, **GCL)),
-  }
   results = {}
-  for name in ("gcl", "sac"):
-    cfg, agent_cfg = runs[name]
-    print(f"{name}: {cfg} {agent_cfg}", flush=True)
-    results[name], _, _ = _train(name, cfg, agent_cfg, name)
-    results[name]["settings"] = json.loads(json.dumps(dict(
-        train=dataclasses.asdict(cfg), agent=dataclasses.asdict(agent_cfg))))
+  results["sac"], demo_path = sac_and_demonstrations(
+      TrainConfig(**dict(loop, num_seeds=seeds, total_steps=steps)),
+      QUICK_DEMOS if args.quick else NUM_DEMOS, cache)
+  expert = results["sac"]
+  print(f"demonstrations: {len(expert['demo_returns'])} episodes, {expert['demo_steps']} "
+        f"steps, true returns {_fmt(expert['demo_returns'])}", flush=True)
+  cfg = TrainConfig(**dict(loop, num_seeds=seeds, total_steps=steps,
+                           batch_size=windows_per_batch))
+  agent_cfg = gcl.GCLConfig(hidden=HIDDEN, demonstrations=demo_path, **GCL)
+  settings = json.loads(json.dumps(dict(train=dataclasses.asdict(cfg),
+                                        agent=dataclasses.asdict(agent_cfg))))
+  gcl_cache = os.path.join(cache, "gcl.json")
+  cached = None
+  if os.path.exists(gcl_cache):
+    with open(gcl_cache) as f:
+      cached = json.load(f)
+  if cached and cached["settings"] == settings:
+    print(f"gcl: reusing {gcl_cache}", flush=True)
+    results["gcl"] = cached
+  else:
+    print(f"gcl: {cfg} {agent_cfg}", flush=True)
+    results["gcl"], _, _ = _train("gcl", cfg, agent_cfg, "gcl")
+    results["gcl"]["settings"] = settings
+    with open(gcl_cache, "w") as f:
+      json.dump(results["gcl"], f)
   results["gcl"]["windows_per_batch"] = windows_per_batch
   total_wall = time.time() - t_start
 
@@ -245,12 +256,11 @@ def main(argv=None):
   head = [f"Command: `{_common.command()}`" + (f" ({args.label})" if args.label else ""), "",
           f"Machine: {machine['cpu']}, {machine['cores']} CPU cores, jax {machine['jax']} "
           f"({machine['backend']}); this invocation {total_wall:.0f} s wall.", "",
-          f"Expert: sac on the true reward, {EXPERT['num_seeds']} seeds × "
-          f"{expert['steps'][-1]:,} env steps, final evals "
-          f"{_fmt(expert['expert_final_eval'])}, seed {expert['expert_seed']} kept; "
-          f"{len(expert['demo_returns'])} demonstrations of its stochastic policy "
-          f"({expert['demo_steps']:,} steps, true returns "
-          f"{_fmt(expert['demo_returns'])}), cached in {cache}/.", "",
+          f"Expert: the sac run below (true reward), its seed {expert['expert_seed']}'s "
+          f"final policy (sampled): {len(expert['demo_returns'])} demonstrations "
+          f"({expert['demo_steps']:,} steps, true returns {_fmt(expert['demo_returns'])}); "
+          f"the run and the file are cached in {cache}/ and reused when the settings "
+          "match (their wall time is that of the run that made them).", "",
           f"Loop (both agents): {dict(loop, num_seeds=seeds, total_steps=steps)}; gcl's "
           f"batch_size = {windows_per_batch} windows of T = {window} (B·T = "
           f"{windows_per_batch * window} transitions per SAC step, as sac's "
@@ -265,7 +275,9 @@ def main(argv=None):
           + f"\nCurves (true return of both; gcl's ESS): {os.path.basename(png)}\n")
   _common.write_results("gcl", dict(command=_common.command(), label=args.label,
                                     machine=machine, total_wall_s=total_wall,
-                                    expert={k: v for k, v in expert.items() if k != "curves"},
+                                    expert=dict(seed=expert["expert_seed"],
+                                                demo_returns=expert["demo_returns"],
+                                                demo_steps=expert["demo_steps"]),
                                     summary=summary, results=results), text)
 
 
