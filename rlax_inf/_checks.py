@@ -1,11 +1,27 @@
-"""Argument checks shared by the loss modules: shapes, ranks and temperatures.
+"""Argument checks shared by the modules: shapes, ranks, temperatures, discounts.
 
-Every check runs at trace time (chex, like rlax) and names the argument.
+Every check runs at trace time (chex, like rlax) and names the argument. Values
+are checked only where they are known at trace time (Python and NumPy numbers);
+traced arrays pass through, so no check ever breaks `jit` or `vmap`.
+
+Temperatures follow one rule everywhere: τ is a scalar (rank 0), never a vector
+broadcast against the actions; users `jax.vmap` for one temperature per state.
 """
 
+import numbers
+from typing import Optional
+
 import chex
+import numpy as np
 
 Array = chex.Array
+
+
+def host_value(x) -> Optional[np.ndarray]:
+  """`x` as a NumPy array when it is known at trace time (Python or NumPy), else None."""
+  if isinstance(x, (numbers.Number, np.ndarray, np.generic)) and not isinstance(x, bool):
+    return np.asarray(x)
+  return None
 
 
 def check_samples(log_pi, q, log_prior, name="log_pi", rank=1):
@@ -22,6 +38,17 @@ def check_samples(log_pi, q, log_prior, name="log_pi", rank=1):
                      custom_message="`log_prior` must be floating point")
 
 
-def check_temperature(temperature, name="temperature"):
-  """A temperature is a scalar."""
-  chex.assert_rank(temperature, 0, custom_message=f"`{name}` must be a scalar")
+def check_temperature(temperature, name="temperature", non_negative=True):
+  """A temperature is a scalar, and ≥ 0 (not NaN) where its value is known."""
+  chex.assert_rank(temperature, 0, custom_message=(
+      f"`{name}` must be a scalar (jax.vmap for one per state)"))
+  value = host_value(temperature)
+  if non_negative and value is not None and not value >= 0:  # NaN fails too.
+    raise AssertionError(f"`{name}` must be >= 0; got {value}.")
+
+
+def check_discount(discount, name="discount_t"):
+  """A discount lies in [0, 1] where its value is known at trace time."""
+  value = host_value(discount)
+  if value is not None and not np.all((value >= 0) & (value <= 1)):
+    raise AssertionError(f"`{name}` must lie in [0, 1]; got {value}.")

@@ -4,6 +4,10 @@ One transition (or one time-major trajectory [T]) per call, with rlax's naming
 and argument order (`q_tm1, a_tm1, r_t, discount_t, q_t`); users `jax.vmap`.
 At temperature 0 every function reduces to its rlax counterpart.
 
+Arguments are checked at trace time and errors name them; temperatures are
+scalars ≥ 0 and discounts lie in [0, 1] where their values are known then
+(Python or NumPy numbers; traced arrays pass through).
+
 Targets are stopped by default (`stop_target_gradients=True`) everywhere except
 `soft_lambda_returns` and `soft_n_step_returns`, whose defaults follow
 `rlax.lambda_returns` / `rlax.n_step_bootstrapped_returns` as shared/API.md fixes
@@ -16,6 +20,7 @@ import chex
 import jax
 import jax.numpy as jnp
 
+from rlax_inf import _checks
 from rlax_inf import values
 
 Array = chex.Array
@@ -24,6 +29,18 @@ Numeric = chex.Numeric
 
 def _maybe_stop(x: Array, stop: bool) -> Array:
   return jax.lax.stop_gradient(x) if stop else x
+
+
+def _check_transition(q_tm1, a_tm1, r_t, discount_t, q_t):
+  """One transition, checked argument by argument so that errors name it."""
+  for name, x, rank, dtype in (("q_tm1", q_tm1, 1, float), ("a_tm1", a_tm1, 0, int),
+                               ("r_t", r_t, 0, float), ("discount_t", discount_t, 0, float),
+                               ("q_t", q_t, 1, float)):
+    chex.assert_rank(x, rank, custom_message=f"`{name}` must have rank {rank}")
+    chex.assert_type(x, dtype, custom_message=f"`{name}` must be {dtype.__name__}")
+  chex.assert_equal_shape([q_tm1, q_t],
+                          custom_message="`q_tm1` and `q_t` must have the same length")
+  _checks.check_discount(discount_t)
 
 
 def soft_q_learning(
@@ -55,9 +72,8 @@ def soft_q_learning(
   Returns:
     The scalar TD error.
   """
-  chex.assert_rank([q_tm1, a_tm1, r_t, discount_t, q_t], [1, 0, 0, 0, 1])
-  chex.assert_type([q_tm1, a_tm1, r_t, discount_t, q_t],
-                   [float, int, float, float, float])
+  _check_transition(q_tm1, a_tm1, r_t, discount_t, q_t)
+  _checks.check_temperature(temperature)
   target = r_t + discount_t * values.soft_value(q_t, temperature, log_prior_t)
   return _maybe_stop(target, stop_target_gradients) - q_tm1[a_tm1]
 
@@ -93,10 +109,10 @@ def regularized_expected_sarsa(
   Returns:
     The scalar TD error.
   """
-  chex.assert_rank([q_tm1, a_tm1, r_t, discount_t, q_t, log_pi_t],
-                   [1, 0, 0, 0, 1, 1])
-  chex.assert_type([q_tm1, a_tm1, r_t, discount_t, q_t, log_pi_t],
-                   [float, int, float, float, float, float])
+  _check_transition(q_tm1, a_tm1, r_t, discount_t, q_t)
+  chex.assert_equal_shape([q_t, log_pi_t], custom_message="`log_pi_t` must match `q_t`")
+  chex.assert_type(log_pi_t, float, custom_message="`log_pi_t` must be floating point")
+  _checks.check_temperature(temperature)
   v_t = values.regularized_value(q_t, log_pi_t, temperature, log_prior_t)
   target = r_t + discount_t * v_t
   return _maybe_stop(target, stop_target_gradients) - q_tm1[a_tm1]
@@ -130,6 +146,7 @@ def soft_td_target(
   """
   chex.assert_type([r_t, discount_t, q_t, log_pi_t], float)
   chex.assert_equal_shape([r_t, discount_t, q_t, log_pi_t])
+  _checks.check_temperature(temperature)
   tau = jnp.asarray(temperature, q_t.dtype)
   reg = log_pi_t if log_prior_t is None else log_pi_t - log_prior_t
   return r_t + discount_t * (q_t - jnp.where(tau > 0, tau * reg, 0.0))
@@ -219,6 +236,7 @@ def soft_n_step_returns(
     The returns [T].
   """
   _check_trajectory(r_t, discount_t, v_t, regularizer_t)
+  r_t, discount_t, v_t, regularizer_t = map(jnp.asarray, (r_t, discount_t, v_t, regularizer_t))
   if n < 1:
     raise ValueError(f"`n` must be >= 1, got {n}.")
   seq_len = r_t.shape[0]
@@ -280,6 +298,7 @@ def soft_retrace_targets(
                    [float, int, float, float, float, float])
   chex.assert_equal_shape([q_t, log_pi_t])
   chex.assert_equal_shape([a_t, r_t, discount_t, log_mu_t])
+  _checks.check_temperature(temperature)
   if log_prior_t is None:
     v_t = jax.vmap(values.regularized_value, (0, 0, None))(q_t, log_pi_t, temperature)
   else:
@@ -288,8 +307,13 @@ def soft_retrace_targets(
         q_t, log_pi_t, temperature, log_prior_t)
   take = jax.vmap(lambda x, a: x[a])
   q_a_t = take(q_t, a_t)
-  log_rho = take(log_pi_t, a_t) - log_mu_t
-  c_t = lambda_ * jnp.exp(jnp.minimum(0.0, log_rho))
+  # c = λ min(1, π/μ), and 0 where π(a_t) = 0 whatever μ(a_t) (padded or
+  # masked steps with π = μ = 0 included, where log π − log μ would be NaN):
+  # rlax's λ min(1, π / (μ + 1e-8)) there.
+  log_pi_a_t = take(log_pi_t, a_t)
+  possible = log_pi_a_t > -jnp.inf
+  log_rho = jnp.where(possible, log_pi_a_t, 0.0) - log_mu_t
+  c_t = jnp.where(possible, lambda_ * jnp.exp(jnp.minimum(0.0, log_rho)), 0.0)
 
   # Seeding the scan with V_π[T−1] and a zero last trace gives G[T−1] = r + γ V_π.
   last = jnp.arange(r_t.shape[0]) == r_t.shape[0] - 1

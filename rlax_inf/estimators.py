@@ -11,6 +11,7 @@ import chex
 import jax
 import jax.numpy as jnp
 
+from rlax_inf import _checks
 from rlax_inf import values
 
 Array = chex.Array
@@ -111,6 +112,7 @@ def trajectory_log_weights(
   chex.assert_rank([r_t, log_pi_t, log_prior_t], 1)
   chex.assert_equal_shape([r_t, log_pi_t, log_prior_t])
   chex.assert_type([r_t, log_pi_t, log_prior_t], float)
+  _checks.check_temperature(temperature)
   tau = jnp.asarray(temperature, r_t.dtype)
   total = jnp.sum(r_t)
   safe_tau = values.safe_temperature(tau)

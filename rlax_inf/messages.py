@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rlax_inf import _checks
 from rlax_inf import values
 
 Array = chex.Array
@@ -85,7 +86,14 @@ def validate_mdp(rewards, transitions, initial=None, discount=None, atol=1e-5):
     initial = np.asarray(initial)
     if initial.shape != (s,):
       raise ValueError(f"initial must be [S] = ({s},); got shape {initial.shape}.")
-    if np.any(initial < 0) or abs(initial.sum() - 1.0) > atol:
+    negative = np.flatnonzero(~(initial >= 0))  # NaN too.
+    if negative.size:
+      i = negative[0]
+      raise ValueError(
+          f"initial must be a distribution: initial[{i}] = {initial[i]:.6g} is "
+          f"{'NaN' if np.isnan(initial[i]) else 'negative'} "
+          f"({negative.size} bad entr{'y' if negative.size == 1 else 'ies'}).")
+    if abs(initial.sum() - 1.0) > atol:
       raise ValueError(
           f"initial must be a distribution; it sums to {initial.sum():.6g}.")
   if discount is not None and not 0.0 <= float(discount) <= 1.0:
@@ -128,9 +136,8 @@ def _soft_contract(weights: Array, x: Array, tau: Array, axis) -> Array:
 
 
 def _as_tau(temperature, dtype):
-  tau = jnp.asarray(temperature, dtype)
-  chex.assert_rank(tau, 0, custom_message="`temperature` must be a scalar")
-  return tau
+  _checks.check_temperature(temperature)
+  return jnp.asarray(temperature, dtype)
 
 
 def policy_evaluation(

@@ -184,7 +184,8 @@ def mpo_loss(
     (loss, MPOExtra(policy_loss, temperature_loss, kl_loss, alpha_loss, weights)).
   """
   _check_samples(log_pi, q, None)
-  _check_temperature(temperature)
+  # The raw dual variable: `projection` maps it to η̃ ≥ floor, so any sign is valid.
+  _check_temperature(temperature, non_negative=False)
   exp_z, sum_exp_z, temperature_loss = _e_step(
       q, jnp.asarray(projection(temperature), q.dtype), epsilon)
   # The M-step of `mpo_m_step_loss`, normalised after the sum: one division

@@ -40,6 +40,7 @@ import distrax
 import jax
 import jax.numpy as jnp
 
+from rlax_inf import _checks
 from rlax_inf import distributions
 from rlax_inf import estimators
 from rlax_inf import values
@@ -678,6 +679,7 @@ def options_augmented_rewards(
     chex.assert_equal_shape([r_t, log_q_o_t], custom_message="`log_q_o_t` must be [T]")
     log_o = log_option_probs_t[jnp.arange(o_t.shape[0]), o_t]
     option_term = log_o - log_q_o_t
+  _checks.check_temperature(temperature)
   tau = jnp.asarray(temperature, r_t.dtype)
   reg = jnp.where(tau > 0, kl_t + option_term, 0.0)
   return r_t - jnp.where(tau > 0, tau * reg, 0.0)

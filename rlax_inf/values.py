@@ -1,7 +1,9 @@
 """Soft values, Boltzmann policies and regularised values of one state.
 
 All functions take one state's action values `q[A]` (users `jax.vmap` over
-batch, seeds and devices). `temperature` τ ≥ 0 may be a traced value; τ = 0
+batch, seeds and devices). `temperature` τ ≥ 0 is a scalar (one rule in every
+module: a vector τ is refused, `jax.vmap` gives one per state); it may be traced,
+and a negative or NaN τ known at trace time raises naming `temperature`. τ = 0
 gives the exact hard (max / argmax) limit.
 
 `log_prior` is log π0(a|s). `None` means the counting measure (weight 1 per
@@ -15,6 +17,8 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from rlax_inf import _checks
 
 Array = chex.Array
 Numeric = chex.Numeric
@@ -101,6 +105,7 @@ def soft_value(
     The scalar soft value.
   """
   _check(q, log_prior, mask)
+  _checks.check_temperature(temperature)
   tau = _as_float(temperature, q.dtype)
   _, q_max, z = _shifted_logits(q, tau, log_prior, mask)
   return select_by_temperature(
@@ -132,6 +137,7 @@ def boltzmann_log_policy(
     Normalised log-probabilities [A].
   """
   _check(q, log_prior, mask)
+  _checks.check_temperature(temperature)
   tau = _as_float(temperature, q.dtype)
   valid, q_max, z = _shifted_logits(q, tau, log_prior, mask)
 
@@ -175,6 +181,7 @@ def regularized_value(
   _check(q, log_prior, None)
   chex.assert_equal_shape([q, log_pi], custom_message="`log_pi` must have the shape of `q`")
   chex.assert_type(log_pi, float, custom_message="`log_pi` must be floating point")
+  _checks.check_temperature(temperature)
   tau = _as_float(temperature, q.dtype)
   safe_log_pi = jnp.where(log_pi > -jnp.inf, log_pi, 0.0)
   lp = 0.0 if log_prior is None else log_prior

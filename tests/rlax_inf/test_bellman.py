@@ -228,3 +228,66 @@ def test_bad_input():
     rlax_inf.soft_lambda_returns(q, q, q, jnp.zeros(4))
   with pytest.raises(ValueError, match="`n`"):
     rlax_inf.soft_n_step_returns(q, q, q, q, 0)
+
+
+def test_soft_q_learning_errors_name_the_argument():
+  q = jnp.zeros(3)
+  cases = {
+      "a_tm1": lambda: rlax_inf.soft_q_learning(q, 0.5, 0.0, 0.9, q),
+      "q_tm1": lambda: rlax_inf.soft_q_learning(q[None], 0, 0.0, 0.9, q),
+      "r_t": lambda: rlax_inf.soft_q_learning(q, 0, jnp.zeros(2), 0.9, q),
+      "discount_t": lambda: rlax_inf.soft_q_learning(q, 0, 0.0, jnp.zeros(2), q),
+      "q_t": lambda: rlax_inf.soft_q_learning(q, 0, 0.0, 0.9, jnp.zeros(3, jnp.int32)),
+  }
+  for name, call in cases.items():
+    with pytest.raises(AssertionError, match=f"`{name}`"):
+      call()
+  # q_tm1 and q_t of different lengths.
+  with pytest.raises(AssertionError, match="`q_tm1` and `q_t`"):
+    rlax_inf.soft_q_learning(q, 0, 0.0, 0.9, jnp.zeros(4))
+  # A discount outside [0, 1], as a Python or a NumPy number.
+  for bad in (1.5, -0.1, np.float32(1.5)):
+    with pytest.raises(AssertionError, match="`discount_t`"):
+      rlax_inf.soft_q_learning(q, 0, 0.0, bad, q)
+    with pytest.raises(AssertionError, match="`discount_t`"):
+      rlax_inf.regularized_expected_sarsa(q, 0, 0.0, bad, q, jnp.log(jnp.full(3, 1 / 3)))
+  # Traced discounts pass through (checked only when known at trace time).
+  assert np.isfinite(jax.jit(rlax_inf.soft_q_learning)(q, 0, 0.0, 0.9, q))
+
+
+def test_soft_n_step_returns_takes_numpy_inputs():
+  # Smallest case, T = 1, n = 1: G = r + γ v (the last regulariser is never paid).
+  args = (np.array([1.0]), np.array([0.9]), np.array([2.0]), np.array([0.3]))
+  np.testing.assert_allclose(rlax_inf.soft_n_step_returns(*args, 1), [2.8], rtol=1e-6)
+  r, d, v, reg = (np.random.default_rng(0).normal(size=5) for _ in range(4))
+  d = np.abs(d) / 3
+  np.testing.assert_allclose(rlax_inf.soft_n_step_returns(r, d, v, reg, 2),
+                             rlax_inf.soft_n_step_returns(*map(jnp.asarray, (r, d, v, reg)), 2),
+                             rtol=1e-6)
+  np.testing.assert_allclose(rlax_inf.soft_n_step_returns(r, d, v, np.zeros(5), 2),
+                             rlax.n_step_bootstrapped_returns(r, d, v, 2), rtol=1e-5)
+
+
+@pytest.mark.parametrize("stop", [True, False])
+def test_soft_retrace_zero_probability_step_matches_rlax(stop):
+  # π(a_t) = μ(a_t) = 0 at step 1 (a padded or masked step): the trace is 0
+  # there, as rlax's λ min(1, π / (μ + ε)), and no NaN reaches earlier steps.
+  pi = jnp.array([[0.5, 0.5], [1.0, 0.0], [0.5, 0.5]])
+  mu = jnp.array([0.5, 0.0, 0.5])
+  a_t = jnp.array([0, 1, 0])
+  q_tm1 = jnp.array([[0.1, -0.4], [0.7, 0.2], [-0.3, 0.5]])
+  q_t = jnp.array([[0.6, -0.1], [0.3, 0.9], [0.2, -0.8]])
+  a_tm1 = jnp.array([1, 0, 1])
+  r_t, discount_t = jnp.array([1.0, -0.5, 0.3]), jnp.full(3, 0.9)
+  log_pi, log_mu = jnp.log(pi), jnp.log(mu)
+  want = rlax.retrace(q_tm1, q_t, a_tm1, a_t, r_t, discount_t, pi, mu, 0.8)
+  got = rlax_inf.soft_retrace(q_tm1, q_t, a_tm1, a_t, r_t, discount_t, log_pi, log_mu,
+                              0.0, None, 0.8, stop)
+  np.testing.assert_allclose(got, want, rtol=1e-6)
+  # τ > 0 and the gradients stay finite too.
+  f = lambda lp, lm, q: jnp.sum(rlax_inf.soft_retrace(
+      q_tm1, q, a_tm1, a_t, r_t, discount_t, lp, lm, 0.5, None, 0.8, stop))
+  value, grads = jax.value_and_grad(f, (0, 1, 2))(log_pi, log_mu, q_t)
+  assert np.isfinite(value)
+  for g in grads:
+    assert np.all(np.isfinite(g))

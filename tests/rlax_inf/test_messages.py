@@ -304,3 +304,9 @@ def test_bad_input():
     rlax_inf.validate_mdp(r, p, initial=np.ones(3))
   with pytest.raises(ValueError, match="discount"):
     rlax_inf.validate_mdp(r, p, discount=1.5)
+  # A negative entry is named even when the entries sum to 1.
+  r4, p4 = np.zeros((4, 2)), np.full((4, 2, 4), 0.25)
+  with pytest.raises(ValueError, match=r"initial\[1\] = -0.5 is negative"):
+    rlax_inf.validate_mdp(r4, p4, initial=[1.5, -0.5, 0, 0])
+  with pytest.raises(ValueError, match=r"initial\[2\] = nan is NaN"):
+    rlax_inf.validate_mdp(r4, p4, initial=[0.5, 0.5, np.nan, 0])

@@ -164,3 +164,59 @@ def test_bad_input_names_the_argument():
     rlax_inf.boltzmann_log_policy(jnp.zeros(3), 1.0, None, jnp.ones(3))
   with pytest.raises(AssertionError, match="`log_pi`"):
     rlax_inf.regularized_value(jnp.zeros(3), jnp.zeros(2))
+
+
+# One temperature rule in every module: a scalar τ ≥ 0. A negative or NaN τ known
+# at trace time (Python or NumPy number) raises naming it; a vector τ is refused.
+_Q3 = jnp.array([0.5, 1.0, -0.2])
+_R, _P = jnp.zeros((2, 2)), jnp.full((2, 2, 2), 0.5)
+TEMPERATURE_TAKERS = {
+    "soft_value": lambda t: rlax_inf.soft_value(_Q3, t),
+    "boltzmann_log_policy": lambda t: rlax_inf.boltzmann_log_policy(_Q3, t),
+    "regularized_value": lambda t: rlax_inf.regularized_value(_Q3, jnp.log(jnp.full(3, 1 / 3)), t),
+    "soft_q_learning": lambda t: rlax_inf.soft_q_learning(_Q3, 0, 1.0, 0.9, _Q3, t),
+    "regularized_expected_sarsa": lambda t: rlax_inf.regularized_expected_sarsa(
+        _Q3, 0, 1.0, 0.9, _Q3, jnp.log(jnp.full(3, 1 / 3)), t),
+    "soft_td_target": lambda t: rlax_inf.soft_td_target(_Q3, _Q3, _Q3, _Q3, t),
+    "soft_retrace": lambda t: rlax_inf.soft_retrace(
+        _P[0], _P[0], jnp.array([0, 1]), jnp.array([1, 0]), jnp.ones(2), jnp.ones(2),
+        jnp.log(_P[0]), jnp.log(jnp.full(2, 0.5)), t),
+    "soft_value_iteration": lambda t: rlax_inf.soft_value_iteration(_R, _P, 0.9, t),
+    "backward_messages": lambda t: rlax_inf.backward_messages(_R, _P, 2, t),
+    "log_partition": lambda t: rlax_inf.log_partition(_R, _P, jnp.full(2, 0.5), 2, t),
+    "state_action_marginals": lambda t: rlax_inf.state_action_marginals(_R, _P, jnp.full(2, 0.5), 2, t),
+    "maxent_irl_loss": lambda t: rlax_inf.maxent_irl_loss(
+        _R, _P, jnp.full(2, 0.5), 2, jnp.full((2, 2, 2), 0.25), t),
+    "trajectory_log_weights": lambda t: rlax_inf.trajectory_log_weights(_Q3, _Q3, _Q3, t),
+    "options_augmented_rewards": lambda t: rlax_inf.options_augmented_rewards(
+        jnp.ones(2), jnp.zeros(2), jnp.array([0, 1]), jnp.log(jnp.full((2, 2), 0.5)),
+        temperature=t),
+    "reverse_kl_loss": lambda t: rlax_inf.reverse_kl_loss(_Q3, _Q3, t),
+    "forward_kl_loss": lambda t: rlax_inf.forward_kl_loss(_Q3, _Q3, t),
+    "categorical_reverse_kl_loss": lambda t: rlax_inf.categorical_reverse_kl_loss(_Q3, _Q3, t),
+    "trajectory_forward_kl_loss": lambda t: rlax_inf.trajectory_forward_kl_loss(
+        _Q3[None], _Q3[None], t),
+    "kl_regularized_pg_loss": lambda t: rlax_inf.kl_regularized_pg_loss(_Q3, _Q3, _Q3, _Q3, t),
+    "stable_em_loss": lambda t: rlax_inf.stable_em_loss(_Q3, _Q3, _Q3, t),
+    "mpo_e_step": lambda t: rlax_inf.mpo_e_step(_Q3, t, 0.1),
+}
+
+
+@pytest.mark.parametrize("bad", [-0.5, float("nan"), np.float32(-1.0), np.ones(3), jnp.ones(3)],
+                         ids=["negative", "nan", "numpy_negative", "numpy_vector", "vector"])
+@pytest.mark.parametrize("name", sorted(TEMPERATURE_TAKERS))
+def test_bad_temperature_raises_naming_it(name, bad):
+  with pytest.raises(AssertionError, match="`temperature`"):
+    TEMPERATURE_TAKERS[name](bad)
+
+
+def test_traced_temperature_passes_through_jit():
+  # Values are checked only when known at trace time: a traced τ is not refused
+  # (and a negative traced τ acts as 0, as the docstrings say of τ ≤ 0 branches).
+  for name in ("soft_value", "soft_q_learning", "forward_kl_loss", "mpo_e_step"):
+    out = jax.jit(TEMPERATURE_TAKERS[name])(jnp.float32(0.7))
+    assert all(np.all(np.isfinite(x)) for x in jax.tree_util.tree_leaves(out)), name
+  # mpo_loss takes the raw dual variable, which any sign is valid for.
+  assert np.isfinite(rlax_inf.mpo_loss(_Q3, _Q3, -1.0, 0.1)[0])
+  with pytest.raises(AssertionError, match="`bellman_error`"):
+    rlax_inf.virel_actor_loss(_Q3, _Q3, -0.1)
