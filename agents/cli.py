@@ -263,6 +263,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
   """Entry point of the `rlax-inf` console script; returns the exit code."""
+  argv = sys.argv[1:] if argv is None else argv
+  if argv and argv[0] in ("train", "main", "eval") and not {"-h", "--help"} & set(argv):
+    # The first thing a run says: importing JAX, Flax and the agents takes seconds.
+    print("rlax-inf: starting (importing JAX and the agents)", file=sys.stderr, flush=True)
   args = build_parser().parse_args(argv)
   from rlax_inf.agents import quiet  # pylint: disable=g-import-not-at-top
   quiet.silence_warnings()

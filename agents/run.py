@@ -252,6 +252,8 @@ def train_run(out: str, agent: str, train_cfg: config_lib.TrainConfig, agent_cfg
     train_cfg, extended = _check_resume(out, agent, train_cfg, agent_cfg)
     capacity = _capacity(out)
   requested_steps = train_cfg.total_steps
+  if jax.process_index() == 0:
+    report.stage(f"building {train_cfg.env} and the {agent} programs")
   trainer = make_trainer(_with_capacity(train_cfg, capacity), agent_cfg, agent)
   if extended and capacity is None and hasattr(trainer.schedule, "replay_rows"):
     # The buffer keeps the capacity the run had before this extension.

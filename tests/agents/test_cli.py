@@ -22,13 +22,17 @@ def _compilation_cache_of_this_session(monkeypatch, compile_cache):
 
 
 def _one_line_error(capsys, argv, *needles):
+  """Exit code 2 and one error line naming `needles`; other lines only say what started."""
   code = cli.main(argv)
   err = capsys.readouterr().err.strip()
   assert code == 2, err
-  assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+  lines = err.splitlines()
+  errors = [l for l in lines if l.startswith("rlax-inf: error:")]
+  assert len(errors) == 1 and "Traceback" not in err, err
+  assert all(l.startswith("rlax-inf: ") for l in lines), err
   for n in needles:
-    assert n in err, (n, err)
-  return err
+    assert n in errors[0], (n, err)
+  return errors[0]
 
 
 @pytest.mark.parametrize("argv, needles", [
