@@ -21,8 +21,8 @@ def _compilation_cache_of_this_session(monkeypatch, compile_cache):
 
 
 def _rows(out, agent):
-  with open(os.path.join(out, agent, "metrics.jsonl")) as f:
-    return [json.loads(line) for line in f]
+  from rlax_inf.agents import run_dir  # pylint: disable=g-import-not-at-top
+  return run_dir.read_metrics(os.path.join(out, agent))
 
 
 def test_main_job_trains_both_agents_plots_and_resumes(tmp_path, capsys):
