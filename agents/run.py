@@ -172,7 +172,8 @@ def _plan(trainer: training.Trainer, requested: int) -> str:
 # --- the run ---------------------------------------------------------------
 
 def _restore(out: str, mngr, trainer, is_main: bool, what: str):
-  """(state, evaluation) of the newest readable checkpoint, or (None, 0) if there is none.
+  """(state, evaluation, manager) of the newest readable checkpoint; (None, 0, manager)
+  if there is none.
 
   A damaged checkpoint is reported in one line and, for a run that goes on
   (`is_main` of `train_run`), moved to `damaged_checkpoints/` so that the next
