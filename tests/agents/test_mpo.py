@@ -204,7 +204,7 @@ def test_e_step_weights_and_losses_match_rlax():
   obs = jax.random.normal(jax.random.PRNGKey(5), (6, OBS))
   key = jax.random.PRNGKey(6)
   params = {"actor": state.actor, "duals": state.duals}
-  (loss, (metrics, weights)), grads = jax.value_and_grad(policy_loss, has_aux=True)(
+  (loss, (metrics, weights)), grads = jax.jit(jax.value_and_grad(policy_loss, has_aux=True))(
       params, state.target_critic, state.target_actor, obs, key)
 
   m_old, s_old = _actor(state.target_actor, obs)
@@ -223,7 +223,8 @@ def test_e_step_weights_and_losses_match_rlax():
          (kl_sigma, rlax.LagrangePenalty(a_sigma, cfg.epsilon_stddev))])
     return jnp.mean(out), extra.normalized_weights.T
 
-  (want, want_weights), want_grads = jax.value_and_grad(rlax_loss, (0, 1, 2, 3), has_aux=True)(
+  (want, want_weights), want_grads = jax.jit(
+      jax.value_and_grad(rlax_loss, (0, 1, 2, 3), has_aux=True))(
       state.actor, d.temperature, d.alpha_mean, d.alpha_stddev)
   np.testing.assert_allclose(weights, want_weights, **TOL)
   rlax_dual, rlax_weights, _ = rlax.mpo_compute_weights_and_temperature_loss(
