@@ -14,21 +14,12 @@ import rlax
 from rlax_inf.agents import base
 from rlax_inf.agents import mpo
 from rlax_inf.agents import networks
+from reference_nets import mlp as _mlp  # pylint: disable=g-bad-import-order
 
 OBS, ACT, B, T, N = 3, 2, 4, 3, 5
 SPEC = types.SimpleNamespace(observation_size=OBS, action_size=ACT, discrete=False,
                              name="toy")
 TOL = dict(rtol=2e-4, atol=2e-5)
-
-
-def _mlp(p, x):
-  layers = p["params"]
-  n = len(layers)
-  for i in range(n):
-    x = x @ layers[f"Dense_{i}"]["kernel"] + layers[f"Dense_{i}"]["bias"]
-    if i < n - 1:
-      x = jnp.maximum(x, 0.0)
-  return x
 
 
 def _actor(p, obs):
