@@ -45,14 +45,12 @@ Approximations, besides the sample-based log Z:
 
 Demonstrations are read at `make` time from `config.demonstrations`
 (`envs.demonstrations.load_demonstrations`: observations [N, O], actions [N, A],
-episode starts). `demonstrations=""` (the registry's default, so that the default
-config builds on every env, as the contract tests need) uses a single all-zero
-placeholder window and warns: training on it recovers nothing.
+episode starts). There is no default: `make` refuses `demonstrations=""`, naming the
+field (`rlax-inf train --agent gcl` exits 2 asking for `--set demonstrations=PATH`).
 """
 
 import dataclasses
 import math
-import warnings
 from typing import Any, Tuple
 
 import flax.struct
@@ -76,8 +74,8 @@ class GCLConfig(sac.SACConfig):
   """SAC's hyper-parameters (inherited, for the policy step) plus the reward's.
 
   Attributes:
-    demonstrations: path of a demonstrations .npz file; "" uses an all-zero
-      placeholder (for smoke tests only; warns).
+    demonstrations: path of a demonstrations .npz file (required: "" is refused
+      when the agent is made).
     window: T, the length of the trajectory windows (replay sequences and demo
       windows).
     reward_hidden: hidden layer widths of r_ψ(s, a).
@@ -140,10 +138,8 @@ def load_windows(config: GCLConfig, env_spec: Any) -> Tuple[np.ndarray, np.ndarr
   """The demonstration windows of `config` for `env_spec`, shapes checked."""
   obs_size, action_size = int(env_spec.observation_size), int(env_spec.action_size)
   if not config.demonstrations:
-    warnings.warn("gcl: no demonstrations file (demonstrations=''): using an all-zero "
-                  "placeholder window; set demonstrations=PATH to learn a reward")
-    return (np.zeros((1, config.window, obs_size), np.float32),
-            np.zeros((1, config.window, action_size), np.float32))
+    raise ValueError("gcl needs demonstrations: set demonstrations=PATH (a file written by "
+                     "rlax_inf.envs.demonstrations.save_demonstrations)")
   demos = demos_lib.load_demonstrations(config.demonstrations)
   for name, x, size in (("observations", demos.observations, obs_size),
                         ("actions", demos.actions, action_size)):

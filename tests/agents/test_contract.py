@@ -9,6 +9,9 @@ so that pytest-xdist's per-file scheduling spreads them over workers).
 """
 
 import dataclasses
+import functools
+import os
+import tempfile
 
 import jax
 import jax.numpy as jnp
@@ -21,16 +24,36 @@ from rlax_inf.agents import checkpointing
 from rlax_inf.agents import config as config_lib
 from rlax_inf.agents import registry
 from rlax_inf.agents import training
+from rlax_inf.envs import demonstrations
 
 AGENTS = registry.names()
 TOL = dict(rtol=1e-4, atol=1e-5)
 
 
-def small(name):
-  """The registry's default config for `name` with tiny networks (where it has any)."""
+def small(name, env=None, backend=None):
+  """The registry's default config for `name` with tiny networks (where it has any).
+
+  Agents that learn from demonstrations (a `demonstrations` field) get a tiny file of
+  random demonstrations shaped for `env` (default: `default_env(name)`).
+  """
   cfg = registry.get(name).config
   fields = {f.name for f in dataclasses.fields(cfg)}
-  return dataclasses.replace(cfg, **({"hidden": (8,)} if "hidden" in fields else {}))
+  kw = {"hidden": (8,)} if "hidden" in fields else {}
+  if "demonstrations" in fields:
+    kw["demonstrations"] = tiny_demonstrations(env or default_env(name), backend)
+  return dataclasses.replace(cfg, **kw)
+
+
+@functools.lru_cache(maxsize=None)
+def tiny_demonstrations(env, backend=None, episodes=2, length=40):
+  """A demonstrations file of random episodes shaped for `env` (cached per env)."""
+  spec = envs.make(env, backend=backend, episode_length=length).spec
+  rng = np.random.default_rng(0)
+  obs = rng.normal(size=(episodes, length, spec.observation_size)).astype(np.float32)
+  act = rng.uniform(-1, 1, size=(episodes, length, spec.action_size)).astype(np.float32)
+  path = os.path.join(tempfile.mkdtemp(prefix="demos_"), f"{env}_{backend}.npz")
+  demonstrations.save_demonstrations(path, demonstrations.from_episodes(obs, act))
+  return path
 
 
 def default_env(name):
@@ -160,7 +183,7 @@ def test_pure_jax_families_train_through_a_checkpoint_or_refuse(name, env, tmp_p
   cfg = tiny_config(name, env=env, num_seeds=1, total_steps=48, eval_every=16)
   if space not in entry.action_spaces:
     with pytest.raises(base.UnsupportedEnv, match=f"{name} needs .* actions; '{env}'"):
-      training.Trainer(cfg, small(name), name)
+      training.Trainer(cfg, small(name, cfg.env, cfg.backend), name)
     return
   if env == default_env(name):
     pytest.skip("covered by the two-seed run above")
@@ -169,7 +192,7 @@ def test_pure_jax_families_train_through_a_checkpoint_or_refuse(name, env, tmp_p
 
 def train_through_a_checkpoint(name, cfg, tmp_path):
   """One interval, a checkpoint, a restore, one more interval: finite metrics throughout."""
-  trainer = training.Trainer(cfg, small(name), name)
+  trainer = training.Trainer(cfg, small(name, cfg.env, cfg.backend), name)
   ts, metrics = trainer.run_interval(trainer.init(trainer.seed_keys()))
   mngr = checkpointing.manager(str(tmp_path / "ckpt"))
   checkpointing.save(mngr, 1, ts)

@@ -184,6 +184,8 @@ def test_make_refuses_demonstrations_that_do_not_fit(tmp_path):
     gcl.make(gcl.GCLConfig(demonstrations=_demos_file(tmp_path), window=20), SPEC)
   with pytest.raises(FileNotFoundError):
     gcl.make(gcl.GCLConfig(demonstrations=str(tmp_path / "missing.npz")), SPEC)
+  with pytest.raises(ValueError, match="gcl needs demonstrations: set demonstrations=PATH"):
+    gcl.make(gcl.GCLConfig(), SPEC)  # no default: nothing to learn a reward from
   with pytest.raises(base.UnsupportedEnv, match="gcl needs continuous"):
     gcl.make(gcl.GCLConfig(), types.SimpleNamespace(observation_size=OBS, action_size=2,
                                                     discrete=True, name="toy_discrete"))
