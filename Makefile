@@ -6,7 +6,7 @@ VENV   ?= .venv
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: run test test-physics bench clean
+.PHONY: run test test-slow test-physics bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -18,7 +18,10 @@ run: $(STAMP)
 	$(VENV)/bin/rlax-inf main --resume
 
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest -n 2 --dist loadfile -m "not physics" $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -n 2 --dist loadfile -m "not physics and not slow" $(PYTEST_ARGS)
+
+test-slow: $(STAMP)
+	$(VENV)/bin/python -m pytest -n 2 --dist loadfile -m "slow and not physics" $(PYTEST_ARGS)
 
 test-physics: $(STAMP)
 	$(VENV)/bin/python -m pytest -n 2 --dist loadfile -m physics $(PYTEST_ARGS)
