@@ -112,6 +112,19 @@ class Transition:
   extras: Dict[str, jnp.ndarray] = flax.struct.field(default_factory=dict)
 
 
+@flax.struct.dataclass
+class ActorParams:
+  """What an actor-based agent's `act` needs: the observation normaliser and the actor."""
+
+  normalizer: Any
+  actor: Any
+
+
+def actor_params(state: Any) -> ActorParams:
+  """`policy_params` of an agent whose state has `normalizer` and `actor` fields."""
+  return ActorParams(normalizer=state.normalizer, actor=state.actor)
+
+
 def select(deterministic: Any, greedy: jax.Array, sampled: jax.Array) -> jax.Array:
   """`greedy` where `deterministic`, else `sampled`; a scalar flag or a [N] mask per env.
 

@@ -116,14 +116,6 @@ class KLPGState:
   steps: jnp.ndarray  # updates taken
 
 
-@flax.struct.dataclass
-class PolicyParams:
-  """What acting needs: the observation normaliser and the actor's parameters."""
-
-  normalizer: normalizer_lib.NormalizerState
-  actor: Any
-
-
 class Policy(NamedTuple):
   """A policy family as pure functions of its distribution parameters `dist`.
 
@@ -317,8 +309,7 @@ def make(config: KLPGConfig, env_spec: Any) -> base.Agent:
         actor_opt=actor_tx.init(actor), value_opt=value_tx.init(value),
         normalizer=normalizer_lib.init(obs_size), steps=jnp.zeros((), jnp.int32))
 
-  def policy_params(state):
-    return PolicyParams(normalizer=state.normalizer, actor=state.actor)
+  policy_params = base.actor_params
 
   def act(params, obs, key, deterministic=False):
     """A sample of π (the mode where `deterministic`, a flag or an [N] mask).

@@ -164,14 +164,6 @@ class MPOState:
   steps: jnp.ndarray
 
 
-@flax.struct.dataclass
-class PolicyParams:
-  """What acting needs: the observation normaliser and the actor's parameters."""
-
-  normalizer: normalizer_lib.NormalizerState
-  actor: Any
-
-
 def _sample(key, mean, std, n):
   """N pre-tanh samples [..., N, A] of N(mean, std²) [..., A] and their log π(tanh u)."""
   shape = mean.shape[:-1] + (n,) + mean.shape[-1:]
@@ -333,8 +325,7 @@ def make(config: MPOConfig, env_spec: Any) -> base.Agent:
         critic_opt=critic_tx.init(critic), normalizer=normalizer_lib.init(obs_size),
         steps=jnp.zeros((), jnp.int32))
 
-  def policy_params(state):
-    return PolicyParams(normalizer=state.normalizer, actor=state.actor)
+  policy_params = base.actor_params
 
   def act(params, obs, key, deterministic=False):
     """tanh(μ) if deterministic, else tanh(u), u ~ N(μ, σ²); Retrace stores log μ(a)."""

@@ -83,14 +83,6 @@ class SACState:
   steps: jnp.ndarray
 
 
-@flax.struct.dataclass
-class PolicyParams:
-  """What acting needs: the observation normaliser and the actor's parameters."""
-
-  normalizer: normalizer_lib.NormalizerState
-  actor: Any
-
-
 def target_entropy(config: SACConfig, action_size: int) -> float:
   return -float(action_size) if config.target_entropy is None else config.target_entropy
 
@@ -172,8 +164,7 @@ def make(config: SACConfig, env_spec: Any) -> base.Agent:
         alpha_opt=alpha_tx.init(log_alpha), normalizer=normalizer_lib.init(obs_size),
         steps=jnp.zeros((), jnp.int32))
 
-  def policy_params(state):
-    return PolicyParams(normalizer=state.normalizer, actor=state.actor)
+  policy_params = base.actor_params
 
   def act(params, obs, key, deterministic=False):
     """tanh(μ) if deterministic, else tanh(u), u ~ N(μ, σ²); no extras."""

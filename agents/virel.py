@@ -97,14 +97,6 @@ class VIRELState:
   steps: jnp.ndarray
 
 
-@flax.struct.dataclass
-class PolicyParams:
-  """What acting needs: the observation normaliser and the actor's parameters."""
-
-  normalizer: normalizer_lib.NormalizerState
-  actor: Any
-
-
 def make_losses(config: VIRELConfig, actor_net: networks.Actor, critic_net: networks.Critics,
                 action_size: int):
   """(critic_loss, actor_loss) of VIREL as pure functions.
@@ -164,8 +156,7 @@ def make(config: VIRELConfig, env_spec: Any) -> base.Agent:
                       actor_opt=actor_tx.init(actor), critic_opt=critic_tx.init(critic),
                       normalizer=normalizer_lib.init(obs_size), steps=jnp.zeros((), jnp.int32))
 
-  def policy_params(state):
-    return PolicyParams(normalizer=state.normalizer, actor=state.actor)
+  policy_params = base.actor_params
 
   def act(params, obs, key, deterministic=False):
     """tanh(μ) if deterministic, else tanh(u), u ~ N(μ, σ²); no extras."""
