@@ -20,8 +20,8 @@ The policy is a tanh-squashed diagonal Gaussian, a = tanh(u), u ~ N(μ(s), σ(s)
 The M-step acts on the pre-tanh Gaussian: the squashing's log-Jacobian does not
 depend on the parameters, and a KL is invariant under the bijection, so the
 decoupled likelihoods and KLs of the Gaussian are those of the squashed policy.
-η, α_μ, α_σ are raw dual variables projected onto [1e-10, ∞) inside `mpo_loss`
-(`rlax_inf.project_multiplier`), stepped by Adam at `dual_lr`.
+η, α_μ, α_σ are dual variables stepped by Adam at `dual_lr` and projected back onto
+[1e-10, ∞) after every step (projected gradient descent; `rlax_inf.project_multiplier`).
 
 Critic (Q̄ and π̄ in the targets, τ = `critic_temperature`, 0 by default: MPO's
 plain expected value; τ > 0 the soft one):
@@ -348,6 +348,12 @@ def make(config: MPOConfig, env_spec: Any) -> base.Agent:
     (p_loss, (p_metrics, _)), policy, policy_opt = policy_step(
         {"actor": state.actor, "duals": state.duals}, state.policy_opt, state.target_critic,
         state.target_actor, obs, k_policy)
+    # Projected gradient descent on the duals: the raw η, α_μ, α_σ are put back onto
+    # [floor, ∞) after each step (as Acme clips its log-duals at −18). `project_multiplier`
+    # alone only projects the value used in the loss; the raw variable would keep falling
+    # by `dual_lr` per step while its bound is slack (KL < ε), and a multiplier at −100 needs
+    # 10⁴ steps to bind again once the KL exceeds ε: the policy then moves unconstrained.
+    duals = jax.tree.map(rlax_inf.project_multiplier, policy["duals"])
     steps = state.steps + 1
     if config.target_update_period > 0:
       target = lambda new, old: optax.periodic_update(new, old, steps,
@@ -357,7 +363,7 @@ def make(config: MPOConfig, env_spec: Any) -> base.Agent:
     new_state = MPOState(
         actor=policy["actor"], critic=critic,
         target_actor=target(policy["actor"], state.target_actor),
-        target_critic=target(critic, state.target_critic), duals=policy["duals"],
+        target_critic=target(critic, state.target_critic), duals=duals,
         policy_opt=policy_opt, critic_opt=critic_opt, normalizer=state.normalizer,
         steps=steps)
     project = rlax_inf.project_multiplier

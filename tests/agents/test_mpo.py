@@ -1,5 +1,6 @@
 """MPO update on a fixed batch against a hand-written reference; E-step against rlax."""
 
+import dataclasses
 import functools
 import math
 import types
@@ -185,6 +186,30 @@ def test_targets_copy_only_every_period():
   jax.tree.map(np.testing.assert_array_equal, two.target_critic, two.critic)
 
 
+def test_duals_stay_projected_while_their_bound_is_slack():
+  """Bug (fixed): a slack bound (KL = 0 < ε) drove the raw α_μ below the floor by dual_lr per
+  step without limit, so it could not bind again for as many steps once the KL exceeded ε."""
+  cfg = mpo.MPOConfig(hidden=(8,), num_action_samples=3, dual_lr=0.1, init_alpha_mean=0.05,
+                      init_alpha_stddev=0.05, epsilon_mean=10.0, epsilon_stddev=10.0,
+                      target_update_period=1000)
+  agent = mpo.make(cfg, SPEC)
+  state = agent.init(jax.random.PRNGKey(0))  # target actor ≈ actor: KL ≪ ε = 10
+  batch = _batch(jax.random.PRNGKey(2), (B,), agent, state)
+  update = jax.jit(agent.update)
+  for i in range(5):
+    state, _ = update(state, batch, jax.random.PRNGKey(10 + i))
+  # Five Adam steps of 0.1 from 0.05 would reach −0.45 without the projection.
+  assert float(state.duals.alpha_mean) == pytest.approx(1e-10)
+  assert float(state.duals.alpha_stddev) == pytest.approx(1e-10)
+  assert float(state.duals.temperature) > 0
+  # Once a bound is violated the multiplier grows from the floor at the next step.
+  tight = mpo.make(dataclasses.replace(cfg, epsilon_mean=1e-6), SPEC)
+  far = state.replace(target_actor=jax.tree.map(lambda x: x + 1.0, state.actor),
+                      policy_opt=tight.init(jax.random.PRNGKey(0)).policy_opt)  # no momentum
+  grown, _ = jax.jit(tight.update)(far, batch, jax.random.PRNGKey(20))
+  assert float(grown.duals.alpha_mean) > 1e-3
+
+
 def test_e_step_weights_and_losses_match_rlax():
   """The policy loss's E-step weights, dual and M-step against rlax.mpo_loss on the same samples."""
   cfg = mpo.MPOConfig(hidden=(16,), num_action_samples=N)
@@ -268,9 +293,11 @@ def test_mpo_refuses_discrete_envs_in_one_line():
 
 
 @pytest.mark.parametrize("agent, setting, field", [
-    ("mpo", "epsilon_mean=0", "epsilon_mean"), ("mpo", "num_action_samples=0",
-                                                "num_action_samples"),
+    ("mpo", "epsilon=-0.1", "epsilon"), ("mpo", "epsilon_mean=0", "epsilon_mean"),
+    ("mpo", "epsilon_stddev=0", "epsilon_stddev"),
+    ("mpo", "num_action_samples=0", "num_action_samples"),
     ("virel", "temperature_scale=-1", "temperature_scale"),
+    ("virel", "num_action_samples=0", "num_action_samples"),
 ])
 def test_cli_exits_2_with_one_line_on_a_bad_config(capsys, tmp_path, agent, setting, field):
   from rlax_inf.agents import cli  # pylint: disable=g-import-not-at-top
