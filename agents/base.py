@@ -24,7 +24,7 @@ must cut at `done` and bootstrap from `next_obs[t]` (the true next observation,
 """
 
 import dataclasses
-from typing import Any, Callable, Dict, NamedTuple, Tuple
+from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
 
 import flax.struct
 import jax
@@ -88,6 +88,14 @@ class Agent(NamedTuple):
     needs: the `Needs` of this agent.
     progress_keys: metric names worth showing next to the return in a progress
       bar (e.g. a learned temperature).
+    initial_carry: None for a feed-forward agent. A recurrent agent (one that
+      keeps a per-env state between steps, e.g. the option it is executing)
+      gives `initial_carry(n) -> carry`, a pytree of [n]-leading arrays: the
+      carry at an episode's first step. Its `act` then takes the carry as a
+      fifth argument, `act(params, obs, key, deterministic, carry=None)` (None:
+      the initial carry), and returns the next step's carry as
+      `extras['carry']`; the loops feed it back, reset to the initial carry
+      where an episode ended (`acting.next_carry`).
   """
 
   init: Callable[[jax.Array], Any]
@@ -97,6 +105,7 @@ class Agent(NamedTuple):
   update: Callable[[Any, Any, jax.Array], Tuple[Any, Dict[str, jax.Array]]]
   needs: Needs
   progress_keys: Tuple[str, ...] = ()
+  initial_carry: Optional[Callable[[int], Any]] = None
 
 
 @flax.struct.dataclass

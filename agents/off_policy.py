@@ -65,6 +65,9 @@ class Loop:
   """The off-policy programs of one seed for `agent` on `env` (see the module doc)."""
 
   def __init__(self, config, env, agent: base.Agent):
+    if agent.initial_carry is not None:
+      raise ValueError("the off-policy loop does not carry a recurrent agent's state "
+                       "(base.Agent.initial_carry); use the on-policy loop")
     self.config, self.env, self.agent = config, env, agent
     self.sequence_length = agent.needs.sequence_length
     self.schedule = schedule(config, self.sequence_length)

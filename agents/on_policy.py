@@ -10,6 +10,10 @@ Per iteration, for one seed (brax.training's PPO layout):
   each a fresh shuffle of the rollouts into `num_minibatches` minibatches of
   num_envs / num_minibatches whole rollouts, one `update` per minibatch.
 
+A recurrent agent's per-env carry (`base.Agent.initial_carry`, e.g. the option
+being executed) goes from step to step and from rollout to rollout in
+`TrainState.carry`, reset where an episode ends (`acting.next_carry`).
+
 An evaluation interval is `interval_iterations` iterations in one compiled
 program, then the shared evaluation (`acting.evaluate`).
 """
@@ -35,6 +39,7 @@ class TrainState:
   key: jnp.ndarray
   env_steps: jnp.ndarray  # [] int32 transitions collected (this seed)
   evaluations: jnp.ndarray  # [] int32 intervals completed
+  carry: Any = None  # a recurrent agent's per-env carry (`base.Agent.initial_carry`), else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,18 +76,23 @@ class Loop:
   def init(self, key: jax.Array) -> TrainState:
     k_agent, k_env, k_loop = jax.random.split(key, 3)
     env_state = jax.vmap(self.env.reset)(jax.random.split(k_env, self.config.num_envs))
+    carry = (None if self.agent.initial_carry is None
+             else self.agent.initial_carry(self.config.num_envs))
     return TrainState(agent=self.agent.init(k_agent), env_state=env_state, key=k_loop,
-                      env_steps=jnp.zeros((), jnp.int32), evaluations=jnp.zeros((), jnp.int32))
+                      env_steps=jnp.zeros((), jnp.int32), evaluations=jnp.zeros((), jnp.int32),
+                      carry=carry)
 
-  def _rollout(self, agent_state, env_state, key):
+  def _rollout(self, agent_state, env_state, carry, key):
     params = self.agent.policy_params(agent_state)
 
-    def step(env_state, k):
-      return acting.env_step(self.env, self.agent, params, env_state, k)
+    def step(state_and_carry, k):
+      env_state, carry = state_and_carry
+      env_state, t = acting.env_step(self.env, self.agent, params, env_state, k, carry=carry)
+      return (env_state, acting.next_carry(self.agent, t.extras, t.done)), t
 
-    env_state, rollout = jax.lax.scan(
-        step, env_state, jax.random.split(key, self.schedule.rollout_length))
-    return env_state, jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), rollout)  # [N, T, ...]
+    (env_state, carry), rollout = jax.lax.scan(
+        step, (env_state, carry), jax.random.split(key, self.schedule.rollout_length))
+    return env_state, carry, jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), rollout)  # [N, T]
 
   def _epochs(self, agent_state, rollout, key):
     cfg = self.config
@@ -106,21 +116,23 @@ class Loop:
     key, k_iters, k_eval = jax.random.split(ts.key, 3)
 
     def iteration(carry, k):
-      agent_state, env_state = carry
+      agent_state, env_state, agent_carry = carry
       k_roll, k_epochs = jax.random.split(k)
-      env_state, rollout = self._rollout(agent_state, env_state, k_roll)
+      env_state, agent_carry, rollout = self._rollout(agent_state, env_state, agent_carry,
+                                                      k_roll)
       agent_state = self.agent.observe(
           agent_state, jnp.reshape(rollout.obs, (-1,) + rollout.obs.shape[2:]))
       agent_state, metrics = self._epochs(agent_state, rollout, k_epochs)
-      return (agent_state, env_state), metrics
+      return (agent_state, env_state, agent_carry), metrics
 
-    (agent_state, env_state), metrics = jax.lax.scan(
-        iteration, (ts.agent, ts.env_state), jax.random.split(k_iters, sch.interval_iterations))
+    (agent_state, env_state, agent_carry), metrics = jax.lax.scan(
+        iteration, (ts.agent, ts.env_state, ts.carry),
+        jax.random.split(k_iters, sch.interval_iterations))
     metrics = jax.tree.map(jnp.mean, metrics)
     metrics["train_return"] = acting.train_return(env_state)
     metrics.update(acting.evaluate(self.env, self.agent, agent_state, k_eval,
                                    cfg.num_eval_envs))
     ts = ts.replace(agent=agent_state, env_state=env_state, key=key,
                     env_steps=ts.env_steps + sch.interval_vector_steps * cfg.num_envs,
-                    evaluations=ts.evaluations + 1)
+                    evaluations=ts.evaluations + 1, carry=agent_carry)
     return ts, metrics

@@ -15,6 +15,7 @@ from rlax_inf.agents import config as config_lib
 from rlax_inf.agents import gcl
 from rlax_inf.agents import klpg
 from rlax_inf.agents import mpo
+from rlax_inf.agents import options
 from rlax_inf.agents import sac
 from rlax_inf.agents import sql
 from rlax_inf.agents import virel
@@ -110,3 +111,6 @@ register("virel", virel.VIRELConfig(), virel.make, base.OFF_POLICY, (base.CONTIN
          "VIREL: reverse KL to exp(Q/ε), ε = scale · the critic's MSBE")
 register("gcl", gcl.GCLConfig(), gcl.make, base.OFF_POLICY, (base.CONTINUOUS,),
          "guided cost learning: reward from demonstrations (SNIS log Z), SAC on it")
+register("options", options.OptionsConfig(), options.make, base.ON_POLICY,
+         (base.CONTINUOUS, base.DISCRETE),
+         "policy over options on the augmented bound with a reverse model (Bartunov)")

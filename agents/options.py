@@ -1,0 +1,394 @@
+"""A policy over options trained on the augmented bound, options as auxiliary variables (Bartunov).
+
+The agent executes options (Sutton, Precup & Singh, 1999): an option o_t picks
+the intra-option policy π_o(a|s); at each step the running option continues
+with probability c(s_t, o_{t−1}), else a new one is drawn from the option
+selection q(o|s_t) [rlax_inf.sample_option]:
+
+  π(o_t | s_t, o_{t−1}) = c 1[o_t = o_{t−1}] + (1 − c) q(o_t | s_t)
+                                                  [rlax_inf.option_transition_log_probs]
+
+(o_1 ~ q(·|s_1) at an episode's first step). The option is the agent's
+per-env carry (`base.Agent.initial_carry`): the loop feeds o_{t−1} back to
+`act` and resets it at episode ends. It learns, together, the intra-option
+policies, c, q and a reverse model q̃(o_t | o_{t−1}, s_t, a_t) (a Markov chain
+over options whose rows are a function of the step's features, the form of
+`rlax_inf.option_chain_log_probs`) by maximising the per-step augmented bound
+[rlax_inf.options_augmented_rewards]
+
+  b_t = r_t − τ [KL(π_{o_t}(·|s_t) ‖ π0(·|s_t)) + log π(o_t | s_t, o_{t−1}) − log q̃(o_t | o_{t−1}, s_t, a_t)]
+
+(= τ (α r_t − KL − log π(o_t|·) + log q̃) with α = 1/τ), whose expected sum is
+the return regularised by the KL of the marginal action policy from π0 minus
+τ E KL(p(o | a, s) ‖ q̃). With `reverse_model=False` the option term is
+−H(π(·|s_t, o_{t−1})) instead (the flat MDP on (s, o)).
+
+  π0:      uniform (discrete), N(0, I) in pre-tanh space (continuous), as in klpg.
+  V:       V(s_t, o_{t−1}), one head per previous option and one for "none"
+           (an episode's first step): the state of the augmented MDP.
+  y_t:     λ-return of sg(b_t) bootstrapping from V(s'_t, o_t), γ_t = γ (1 − terminated_t),
+           λ_t = λ (1 − done_t)                [rlax_inf.soft_lambda_returns, no regulariser]
+  Â_t  =   y_t − V(s_t, o_{t−1})
+  actor:   ascend the surrogate of `rlax_inf.options_bound_surrogate` over the K = B·T
+           steps of the batch, each a length-1 trajectory from (s_t, o_{t−1}) whose
+           Monte-Carlo value F is its λ-return (an actor-critic):
+             F_k = sg(V + w Â) + (b − sg(b)),   baseline V(s_t, o_{t−1}),
+             ∇ = mean_k [w Â ∇(log π(o_t|·) + log π_{o_t}(a_t|s_t)) + ∇ b_t],
+           w = min(ρ̄, p(o_t, a_t|·) / μ(o_t, a_t|·)) the truncated importance weight of
+           the behaviour policy (1 on the first minibatch; None: w = 1). ∇b_t is the
+           pathwise part: the closed-form KL to the intra-option policies, log π(o_t|·)
+           to selection and continuation, and τ log q̃ to the reverse model (its only
+           gradient: maximum likelihood of the options the policy took).
+  value:   L_V = ½ mean (V(s_t, o_{t−1}) − sg(y_t))².
+
+Networks: one actor MLP s → (intra-option parameters [O, ·], selection logits
+[O], continuation logits [O]; c = sigmoid(logit + continue_bias)), the reverse
+MLP (s, a) → logits [O + 1, O] (row o_{t−1}, row O at an episode's first step),
+the value MLP s → [O + 1]. Intra-option policies: categorical over logits
+(discrete), tanh-Gaussian (continuous; log-probs from the stored pre-tanh sample).
+
+Bartunov, "Reinforcement learning through the lenses of variational inference";
+Agakov & Barber, "An auxiliary variational method", 2004; Bacon, Harb & Precup,
+"The option-critic architecture", 2017 (termination β = 1 − c).
+"""
+
+import dataclasses
+import math
+from typing import Any, NamedTuple, Optional, Tuple
+
+import distrax
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+import rlax_inf
+from rlax_inf.agents import _tanh_normal as tanh_normal
+from rlax_inf.agents import base
+from rlax_inf.agents import gradients
+from rlax_inf.agents import networks
+from rlax_inf.agents import normalizer as normalizer_lib
+
+_MIN_STD = 1e-3  # as networks.Actor
+
+
+@dataclasses.dataclass(frozen=True)
+class OptionsConfig:
+  """Hyper-parameters of the options agent."""
+
+  num_options: int = 4  # O
+  hidden: Tuple[int, ...] = (64, 64)  # actor, reverse-model and value MLPs
+  policy_lr: float = 3e-4  # intra-option policies, selection and continuation
+  reverse_lr: float = 1e-3  # the reverse model q̃
+  value_lr: float = 1e-3
+  max_grad_norm: Optional[float] = 1.0  # global-norm clip per optimiser; None: off
+  discount: float = 0.99
+  td_lambda: float = 0.95
+  unroll_length: int = 32  # T, the on-policy rollout length
+  temperature: float = 0.01  # τ = 1/α of the bound's regularisers
+  reverse_model: bool = True  # False: the + H(π(o_t | s_t, o_{t−1})) variant
+  continue_bias: float = 2.0  # added to the continuation logits (c ≈ 0.88 at init)
+  max_importance_weight: Optional[float] = 1.0  # ρ̄ of w = min(ρ̄, p/μ); None: w = 1
+  reward_scale: float = 1.0
+  normalize_observations: bool = True
+
+  def __post_init__(self):
+    def bad(name, why):
+      raise ValueError(f"{name} must be {why}, got {getattr(self, name)!r}")
+
+    if self.num_options < 1:
+      bad("num_options", ">= 1")
+    if not self.hidden or any(h < 1 for h in self.hidden):
+      bad("hidden", "a non-empty tuple of widths >= 1")
+    for name in ("policy_lr", "reverse_lr", "value_lr"):
+      if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
+        bad(name, "finite and > 0")
+    if self.max_grad_norm is not None and not self.max_grad_norm > 0:
+      bad("max_grad_norm", "> 0 or None")
+    if not 0.0 <= self.discount <= 1.0:
+      bad("discount", "in [0, 1]")
+    if not 0.0 <= self.td_lambda <= 1.0:
+      bad("td_lambda", "in [0, 1]")
+    if self.unroll_length < 2:
+      bad("unroll_length", ">= 2")
+    if not (math.isfinite(self.temperature) and self.temperature >= 0):
+      bad("temperature", "finite and >= 0")
+    if not math.isfinite(self.continue_bias):
+      bad("continue_bias", "finite")
+    if self.max_importance_weight is not None and not self.max_importance_weight > 0:
+      bad("max_importance_weight", "> 0 or None")
+    if not (math.isfinite(self.reward_scale) and self.reward_scale > 0):
+      bad("reward_scale", "finite and > 0")
+
+
+@flax.struct.dataclass
+class OptionsState:
+  """Everything the agent learns or carries between updates (arrays only)."""
+
+  actor: Any  # intra-option policies, option selection, continuation
+  reverse: Any  # the reverse model q̃
+  value: Any
+  policy_opt: Any  # one optax state over (actor, reverse), one learning rate each
+  value_opt: Any
+  normalizer: normalizer_lib.NormalizerState
+  steps: jnp.ndarray
+
+
+class Heads(NamedTuple):
+  """The actor's outputs at one or more states [..., ·]."""
+
+  intra: Any  # discrete: log π_o(·|s) [..., O, A]; continuous: pre-tanh (mean, std) [..., O, D]
+  log_selection: jax.Array  # log q(o|s) [..., O]
+  continue_prob: jax.Array  # c(s, o) [..., O]
+
+
+def make_heads(num_options: int, action_size: int, discrete: bool, continue_bias: float):
+  """(output size, split): the actor MLP's output [..., size] -> `Heads`."""
+  per_option = action_size if discrete else 2 * action_size
+  size = num_options * (per_option + 2)
+
+  def split(out):
+    lead = out.shape[:-1]
+    intra = jnp.reshape(out[..., :num_options * per_option], lead + (num_options, per_option))
+    rest = out[..., num_options * per_option:]
+    log_selection = jax.nn.log_softmax(rest[..., :num_options], axis=-1)
+    continue_prob = jax.nn.sigmoid(rest[..., num_options:] + continue_bias)
+    if discrete:
+      intra = jax.nn.log_softmax(intra, axis=-1)
+    else:
+      mean, raw_std = jnp.split(intra, 2, axis=-1)
+      intra = (mean, jax.nn.softplus(raw_std) + _MIN_STD)
+    return Heads(intra, log_selection, continue_prob)
+
+  return size, split
+
+
+def _take_option(x, o):
+  """x[..., o, :] for per-option arrays x [..., O, P] and options o [...]."""
+  return jnp.take_along_axis(x, o[..., None, None], axis=-2)[..., 0, :]
+
+
+def intra_option_terms(intra, o, action, extras, discrete, action_size):
+  """(log π_{o}(a|s), KL(π_o(·|s) ‖ π0(·|s))) of the options `o` [...] taken."""
+  if discrete:
+    log_p = _take_option(intra, o)  # [..., A]
+    log_pi = jnp.take_along_axis(log_p, action[..., None].astype(jnp.int32), axis=-1)[..., 0]
+    uniform = jnp.full_like(log_p, -math.log(action_size))
+    kl = rlax_inf.kl_divergence(distrax.Categorical(logits=log_p),
+                                distrax.Categorical(logits=uniform))
+    return log_pi, kl
+  mean, std = _take_option(intra[0], o), _take_option(intra[1], o)
+  log_pi = tanh_normal.log_prob_pre_tanh(extras["pre_tanh"], mean, std)
+  kl = rlax_inf.kl_divergence(rlax_inf.TanhGaussian(mean, std),
+                              rlax_inf.TanhGaussian(jnp.zeros_like(mean), jnp.ones_like(std)))
+  return log_pi, kl
+
+
+def option_log_probs(prev_option, continue_prob, log_selection):
+  """log π(· | s_t, o_{t−1}) [..., O]; `prev_option` < 0 marks an episode's first step (q)."""
+  new = prev_option < 0
+  c = jnp.where(new[..., None], 0.0, continue_prob)
+  fn = rlax_inf.option_transition_log_probs
+  for _ in range(prev_option.ndim):
+    fn = jax.vmap(fn)
+  return fn(jnp.maximum(prev_option, 0), c, log_selection)
+
+
+def reverse_log_probs(logits, prev_option, option):
+  """log q̃(o_t | o_{t−1}, s_t, a_t) [T] of one rollout [T] (episodes may start inside it).
+
+  logits [T, O + 1, O]: row o_{t−1}, or row O where o_{t−1} < 0 (an episode's first
+  step). As the chain of `rlax_inf.option_chain_log_probs`: the first step's row is
+  its initial distribution, and at a first step inside the rollout every row of
+  that step's transition is the "first step" row.
+  """
+  num_options = logits.shape[-1]
+  new = prev_option < 0
+  first_row = logits[:, num_options]  # [T, O]
+  log_transition = jnp.where(new[:, None, None], first_row[:, None, :], logits[:, :num_options])
+  log_initial = logits[0, jnp.where(new[0], num_options, prev_option[0])]
+  return rlax_inf.option_chain_log_probs(option, log_initial, log_transition)
+
+
+def action_features(action, discrete, action_size):
+  return jax.nn.one_hot(action, action_size) if discrete else action
+
+
+def make_losses(config: OptionsConfig, actor_net, reverse_net, value_net, split,
+                discrete: bool, action_size: int):
+  """(policy_loss, value_loss, value_inputs) of the options agent.
+
+    policy_loss((actor, reverse), obs, batch, v_tm1, v_t) -> (−surrogate, aux)
+    value_loss(value, obs, prev_option, y) -> (L_V, V(s_t, o_{t−1}))
+  """
+  tau = config.temperature
+  num_options = config.num_options
+  bound = jax.vmap(rlax_inf.options_augmented_rewards, (0, 0, 0, 0, 0, None))
+  bound_no_reverse = jax.vmap(
+      lambda r, kl, o, lp: rlax_inf.options_augmented_rewards(r, kl, o, lp, None, tau))
+  returns = jax.vmap(rlax_inf.soft_lambda_returns)
+
+  def policy_loss(params, obs, batch, v_tm1, v_t):
+    actor, reverse = params
+    heads = split(actor_net.apply(actor, obs))
+    o_t = batch.extras["option"]
+    prev = batch.extras["prev_option"]
+    log_option_probs = option_log_probs(prev, heads.continue_prob, heads.log_selection)
+    log_prob_o = jnp.take_along_axis(log_option_probs, o_t[..., None], axis=-1)[..., 0]
+    log_pi_a, kl_t = intra_option_terms(heads.intra, o_t, batch.action, batch.extras,
+                                        discrete, action_size)
+    r_t = config.reward_scale * batch.reward
+    if config.reverse_model:
+      x = jnp.concatenate([obs, action_features(batch.action, discrete, action_size)], -1)
+      logits = jnp.reshape(reverse_net.apply(reverse, x),
+                           obs.shape[:-1] + (num_options + 1, num_options))
+      log_q = jax.vmap(reverse_log_probs)(logits, prev, o_t)
+      b_t = bound(r_t, kl_t, o_t, log_option_probs, log_q, tau)
+    else:
+      log_q = jnp.zeros_like(r_t)
+      b_t = bound_no_reverse(r_t, kl_t, o_t, log_option_probs)
+    b_sg = jax.lax.stop_gradient(b_t)
+    gamma_t = config.discount * (1.0 - batch.terminated)
+    y = returns(b_sg, gamma_t, v_t, jnp.zeros_like(b_sg),
+                config.td_lambda * (1.0 - batch.done))
+    adv = y - v_tm1
+    log_prob = log_prob_o + log_pi_a
+    if config.max_importance_weight is None:
+      w = jnp.ones_like(log_prob)
+    else:
+      rho = jnp.exp(log_prob - batch.extras["log_prob"])
+      w = jax.lax.stop_gradient(jnp.minimum(config.max_importance_weight, rho))
+    flat = lambda x: jnp.reshape(x, (-1, 1))
+    f = jax.lax.stop_gradient(v_tm1 + w * adv) + (b_t - b_sg)
+    surrogate = rlax_inf.options_bound_surrogate(
+        flat(f), flat(log_prob_o), flat(log_pi_a), jax.lax.stop_gradient(v_tm1).reshape(-1))
+    not_first = (prev >= 0).astype(jnp.float32)
+    option_entropy = -jnp.sum(jnp.exp(log_option_probs) * log_option_probs, -1)
+    c_prev = jnp.take_along_axis(heads.continue_prob, jnp.maximum(prev, 0)[..., None],
+                                 axis=-1)[..., 0]
+    aux = dict(
+        bound=jnp.mean(b_sg), kl=jnp.mean(kl_t), option_entropy=jnp.mean(option_entropy),
+        reverse_log_prob=jnp.mean(log_q), importance_weight=jnp.mean(w),
+        continue_prob=jnp.sum(c_prev * not_first) / jnp.maximum(jnp.sum(not_first), 1.0),
+        switch_rate=jnp.sum((o_t != prev) * not_first) / jnp.maximum(jnp.sum(not_first), 1.0),
+        value_targets=y)
+    return -surrogate, aux
+
+  def value_heads(value, obs, prev_option):
+    v = value_net.apply(value, obs)  # [..., O + 1]
+    idx = jnp.where(prev_option < 0, num_options, prev_option)
+    return jnp.take_along_axis(v, idx[..., None], axis=-1)[..., 0]
+
+  def value_loss(value, obs, prev_option, y):
+    v = value_heads(value, obs, prev_option)
+    return 0.5 * jnp.mean(jnp.square(v - jax.lax.stop_gradient(y))), v
+
+  return policy_loss, value_loss, value_heads
+
+
+def _optimizer(lr: float, max_grad_norm: Optional[float]) -> optax.GradientTransformation:
+  if max_grad_norm is None:
+    return optax.adam(lr)
+  return optax.chain(optax.clip_by_global_norm(max_grad_norm), optax.adam(lr))
+
+
+def make(config: OptionsConfig, env_spec: Any) -> base.Agent:
+  """The options agent for `env_spec` (categorical or tanh-Gaussian intra-option policies).
+
+  Args:
+    config: the hyper-parameters.
+    env_spec: the env's `EnvSpec`.
+
+  Returns:
+    The `base.Agent`: on-policy (rollouts of T = `config.unroll_length`), recurrent
+    (`initial_carry(n)`: n × −1, no option yet; the carry is the running option).
+  """
+  space = base.check_action_space("options", env_spec, (base.CONTINUOUS, base.DISCRETE))
+  discrete = space == base.DISCRETE
+  obs_size, action_size = int(env_spec.observation_size), int(env_spec.action_size)
+  num_options = config.num_options
+  out_size, split = make_heads(num_options, action_size, discrete, config.continue_bias)
+  actor_net = networks.MLP(tuple(config.hidden), out_size)
+  reverse_net = networks.MLP(tuple(config.hidden), (num_options + 1) * num_options)
+  value_net = networks.MLP(tuple(config.hidden), num_options + 1)
+  policy_tx = optax.multi_transform(
+      {"actor": _optimizer(config.policy_lr, config.max_grad_norm),
+       "reverse": _optimizer(config.reverse_lr, config.max_grad_norm)},
+      ("actor", "reverse"))
+  value_tx = _optimizer(config.value_lr, config.max_grad_norm)
+  policy_loss, value_loss, value_heads = make_losses(
+      config, actor_net, reverse_net, value_net, split, discrete, action_size)
+  policy_step = gradients.make_step(policy_loss, policy_tx, has_aux=True)
+  value_step = gradients.make_step(value_loss, value_tx, has_aux=True)
+  reverse_in = obs_size + action_size  # s and a (one-hot when discrete)
+
+  def init(key):
+    k_actor, k_reverse, k_value = jax.random.split(key, 3)
+    actor = actor_net.init(k_actor, jnp.zeros((1, obs_size)))
+    reverse = reverse_net.init(k_reverse, jnp.zeros((1, reverse_in)))
+    value = value_net.init(k_value, jnp.zeros((1, obs_size)))
+    return OptionsState(actor=actor, reverse=reverse, value=value,
+                        policy_opt=policy_tx.init((actor, reverse)),
+                        value_opt=value_tx.init(value),
+                        normalizer=normalizer_lib.init(obs_size),
+                        steps=jnp.zeros((), jnp.int32))
+
+  def initial_carry(n):
+    return jnp.full((n,), -1, jnp.int32)
+
+  def act(params, obs, key, deterministic=False, carry=None):
+    """o_t ~ π(·|s_t, o_{t−1}), a_t ~ π_{o_t}(·|s_t); the modes where `deterministic`.
+
+    carry: o_{t−1} [N] (−1: an episode's first step; None: all first steps).
+    extras: 'option' o_t, 'prev_option' o_{t−1}, 'log_prob' log π(o_t|·) + log π_{o_t}(a_t|s_t),
+    'carry' o_t and, continuous, 'pre_tanh' [N, D].
+    """
+    n = obs.shape[0]
+    prev = initial_carry(n) if carry is None else carry
+    heads = split(actor_net.apply(params.actor, normalizer_lib.normalize(params.normalizer, obs)))
+    k_option, k_action = jax.random.split(key)
+    sampled, log_option_probs = jax.vmap(rlax_inf.sample_option)(
+        jax.random.split(k_option, n), jnp.maximum(prev, 0), heads.continue_prob,
+        heads.log_selection, prev < 0)
+    o = base.select(deterministic, jnp.argmax(log_option_probs, -1).astype(jnp.int32),
+                    sampled)
+    log_prob_o = jnp.take_along_axis(log_option_probs, o[:, None], axis=-1)[:, 0]
+    extras = dict(option=o, prev_option=prev, carry=o)
+    if discrete:
+      log_p = _take_option(heads.intra, o)
+      a = base.select(deterministic, jnp.argmax(log_p, -1),
+                      jax.random.categorical(k_action, log_p, axis=-1)).astype(jnp.int32)
+      log_pi_a = jnp.take_along_axis(log_p, a[:, None], axis=-1)[:, 0]
+    else:
+      mean, std = _take_option(heads.intra[0], o), _take_option(heads.intra[1], o)
+      u = base.select(deterministic, mean, tanh_normal.sample_pre_tanh(k_action, mean, std))
+      a = jnp.tanh(u)
+      log_pi_a = tanh_normal.log_prob_pre_tanh(u, mean, std)
+      extras["pre_tanh"] = u
+    extras["log_prob"] = log_prob_o + log_pi_a
+    return a, extras
+
+  observe = normalizer_lib.make_observe(config.normalize_observations)
+
+  def update(state, batch, key):
+    """One step on a [B, T] rollout batch: actor and reverse model, then the value."""
+    del key  # the losses are deterministic given the batch
+    obs = normalizer_lib.normalize(state.normalizer, batch.obs)
+    next_obs = normalizer_lib.normalize(state.normalizer, batch.next_obs)
+    v_tm1 = value_heads(state.value, obs, batch.extras["prev_option"])
+    v_t = value_heads(state.value, next_obs, batch.extras["option"])
+    (p_loss, aux), (actor, reverse), policy_opt = policy_step(
+        (state.actor, state.reverse), state.policy_opt, obs, batch, v_tm1, v_t)
+    (v_loss, v), value, value_opt = value_step(
+        state.value, state.value_opt, obs, batch.extras["prev_option"],
+        aux.pop("value_targets"))
+    new_state = OptionsState(actor=actor, reverse=reverse, value=value, policy_opt=policy_opt,
+                             value_opt=value_opt, normalizer=state.normalizer,
+                             steps=state.steps + 1)
+    metrics = dict(policy_loss=p_loss, value_loss=v_loss, value_mean=jnp.mean(v), **aux)
+    return new_state, metrics
+
+  return base.Agent(init=init, act=act, policy_params=base.actor_params, observe=observe,
+                    update=update,
+                    needs=base.Needs(base.ON_POLICY, config.unroll_length, space),
+                    progress_keys=("switch_rate",), initial_carry=initial_carry)
