@@ -74,6 +74,13 @@ from rlax_inf.options import sample_option
 from rlax_inf.options import sample_option_and_action
 from rlax_inf.options import sample_option_chain
 from rlax_inf.options import sample_options
+from rlax_inf.rollout_gradients import alpha_order_gradient
+from rlax_inf.rollout_gradients import first_order_gradient
+from rlax_inf.rollout_gradients import mix_alpha
+from rlax_inf.rollout_gradients import MixedGradient
+from rlax_inf.rollout_gradients import rollout_return
+from rlax_inf.rollout_gradients import RolloutGradient
+from rlax_inf.rollout_gradients import zeroth_order_gradient
 from rlax_inf.values import boltzmann_log_policy
 from rlax_inf.values import entropy
 from rlax_inf.values import kl
