@@ -12,6 +12,7 @@ import numbers
 from typing import Optional
 
 import chex
+import jax.numpy as jnp
 import numpy as np
 
 Array = chex.Array
@@ -52,3 +53,30 @@ def check_discount(discount, name="discount_t"):
   value = host_value(discount)
   if value is not None and not np.all((value >= 0) & (value <= 1)):
     raise AssertionError(f"`{name}` must lie in [0, 1]; got {value}.")
+
+
+def check_args(*specs) -> None:
+  """Rank and dtype of each `(name, x, rank, dtype)`; the error names the argument.
+
+  `rank` is an int, a set of ints or None (any); `dtype` is `float`, `int` or None (any).
+  Python numbers count as rank 0 (weakly typed: a float is float, an int int).
+  """
+  for name, x, rank, dtype in specs:
+    ranks = {rank} if isinstance(rank, int) else set(rank or ())
+    if rank is not None and jnp.ndim(x) not in ranks:
+      want = rank if isinstance(rank, int) else " or ".join(map(str, sorted(ranks)))
+      raise AssertionError(f"`{name}` must have rank {want}; got shape {jnp.shape(x)}.")
+    if dtype is not None:
+      kind = jnp.floating if dtype is float else jnp.integer
+      got = jnp.result_type(x)
+      if not jnp.issubdtype(got, kind):
+        raise AssertionError(f"`{name}` must be {dtype.__name__}; got {got}.")
+
+
+def check_same_shape(*named) -> None:
+  """All `(name, x)` pairs have the first one's shape; the error names the one that differs."""
+  (first, ref), rest = named[0], named[1:]
+  for name, x in rest:
+    if np.shape(x) != np.shape(ref):
+      raise AssertionError(f"`{name}` has shape {np.shape(x)} but `{first}` has shape "
+                           f"{np.shape(ref)}; they must match.")

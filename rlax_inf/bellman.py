@@ -19,6 +19,7 @@ from typing import Optional, Union
 import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from rlax_inf import _checks
 from rlax_inf import values
@@ -33,13 +34,12 @@ def _maybe_stop(x: Array, stop: bool) -> Array:
 
 def _check_transition(q_tm1, a_tm1, r_t, discount_t, q_t):
   """One transition, checked argument by argument so that errors name it."""
-  for name, x, rank, dtype in (("q_tm1", q_tm1, 1, float), ("a_tm1", a_tm1, 0, int),
-                               ("r_t", r_t, 0, float), ("discount_t", discount_t, 0, float),
-                               ("q_t", q_t, 1, float)):
-    chex.assert_rank(x, rank, custom_message=f"`{name}` must have rank {rank}")
-    chex.assert_type(x, dtype, custom_message=f"`{name}` must be {dtype.__name__}")
-  chex.assert_equal_shape([q_tm1, q_t],
-                          custom_message="`q_tm1` and `q_t` must have the same length")
+  _checks.check_args(("q_tm1", q_tm1, 1, float), ("a_tm1", a_tm1, 0, int),
+                     ("r_t", r_t, 0, float), ("discount_t", discount_t, 0, float),
+                     ("q_t", q_t, 1, float))
+  if jnp.shape(q_tm1) != jnp.shape(q_t):
+    raise AssertionError(f"`q_tm1` and `q_t` must have the same length; got "
+                         f"{jnp.shape(q_tm1)} and {jnp.shape(q_t)}.")
   _checks.check_discount(discount_t)
 
 
@@ -110,8 +110,11 @@ def regularized_expected_sarsa(
     The scalar TD error.
   """
   _check_transition(q_tm1, a_tm1, r_t, discount_t, q_t)
-  chex.assert_equal_shape([q_t, log_pi_t], custom_message="`log_pi_t` must match `q_t`")
-  chex.assert_type(log_pi_t, float, custom_message="`log_pi_t` must be floating point")
+  _checks.check_args(("log_pi_t", log_pi_t, 1, float))
+  _checks.check_same_shape(("q_t", q_t), ("log_pi_t", log_pi_t))
+  if log_prior_t is not None:
+    _checks.check_args(("log_prior_t", log_prior_t, 1, float))
+    _checks.check_same_shape(("q_t", q_t), ("log_prior_t", log_prior_t))
   _checks.check_temperature(temperature)
   v_t = values.regularized_value(q_t, log_pi_t, temperature, log_prior_t)
   target = r_t + discount_t * v_t
@@ -144,8 +147,10 @@ def soft_td_target(
   Returns:
     The target, of the common shape of the inputs.
   """
-  chex.assert_type([r_t, discount_t, q_t, log_pi_t], float)
-  chex.assert_equal_shape([r_t, discount_t, q_t, log_pi_t])
+  _checks.check_args(*((name, x, None, float) for name, x in (
+      ("r_t", r_t), ("discount_t", discount_t), ("q_t", q_t), ("log_pi_t", log_pi_t))))
+  _checks.check_same_shape(("r_t", r_t), ("discount_t", discount_t), ("q_t", q_t),
+                           ("log_pi_t", log_pi_t))
   _checks.check_temperature(temperature)
   tau = jnp.asarray(temperature, q_t.dtype)
   reg = log_pi_t if log_prior_t is None else log_pi_t - log_prior_t
@@ -153,9 +158,10 @@ def soft_td_target(
 
 
 def _check_trajectory(r_t, discount_t, v_t, regularizer_t):
-  chex.assert_rank([r_t, discount_t, v_t, regularizer_t], 1)
-  chex.assert_type([r_t, discount_t, v_t, regularizer_t], float)
-  chex.assert_equal_shape([r_t, discount_t, v_t, regularizer_t])
+  _checks.check_args(("r_t", r_t, 1, float), ("discount_t", discount_t, 1, float),
+                     ("v_t", v_t, 1, float), ("regularizer_t", regularizer_t, 1, float))
+  _checks.check_same_shape(("r_t", r_t), ("discount_t", discount_t), ("v_t", v_t),
+                           ("regularizer_t", regularizer_t))
 
 
 def soft_lambda_returns(
@@ -187,7 +193,7 @@ def soft_lambda_returns(
     The returns [T].
   """
   _check_trajectory(r_t, discount_t, v_t, regularizer_t)
-  chex.assert_rank(lambda_, {0, 1})
+  _checks.check_args(("lambda_", lambda_, {0, 1}, None))
   lambda_ = jnp.ones_like(discount_t) * lambda_
 
   # G[T−1] = r + γ v: seed the scan with v[T−1] and drop the last regulariser
@@ -292,17 +298,23 @@ def soft_retrace_targets(
   Returns:
     The targets [T] for q_tm1[a_tm1].
   """
-  chex.assert_rank([q_t, a_t, r_t, discount_t, log_pi_t, log_mu_t],
-                   [2, 1, 1, 1, 2, 1])
-  chex.assert_type([q_t, a_t, r_t, discount_t, log_pi_t, log_mu_t],
-                   [float, int, float, float, float, float])
-  chex.assert_equal_shape([q_t, log_pi_t])
-  chex.assert_equal_shape([a_t, r_t, discount_t, log_mu_t])
+  _checks.check_args(("q_t", q_t, 2, float), ("a_t", a_t, 1, int), ("r_t", r_t, 1, float),
+                     ("discount_t", discount_t, 1, float), ("log_pi_t", log_pi_t, 2, float),
+                     ("log_mu_t", log_mu_t, 1, float))
+  _checks.check_same_shape(("q_t", q_t), ("log_pi_t", log_pi_t))
+  _checks.check_same_shape(("r_t", r_t), ("a_t", a_t), ("discount_t", discount_t),
+                           ("log_mu_t", log_mu_t))
+  if np.shape(q_t)[0] != np.shape(r_t)[0]:
+    raise AssertionError(f"`q_t` has {np.shape(q_t)[0]} steps but `r_t` has "
+                         f"{np.shape(r_t)[0]}; they must match.")
+  _checks.check_discount(discount_t)
   _checks.check_temperature(temperature)
+  _checks.check_args(("lambda_", lambda_, {0, 1}, None))
   if log_prior_t is None:
     v_t = jax.vmap(values.regularized_value, (0, 0, None))(q_t, log_pi_t, temperature)
   else:
-    chex.assert_equal_shape([q_t, log_prior_t])
+    _checks.check_args(("log_prior_t", log_prior_t, 2, float))
+    _checks.check_same_shape(("q_t", q_t), ("log_prior_t", log_prior_t))
     v_t = jax.vmap(values.regularized_value, (0, 0, None, 0))(
         q_t, log_pi_t, temperature, log_prior_t)
   take = jax.vmap(lambda x, a: x[a])
@@ -350,8 +362,9 @@ def soft_retrace(
   Returns:
     TD errors [T].
   """
-  chex.assert_rank([q_tm1, a_tm1], [2, 1])
-  chex.assert_type([q_tm1, a_tm1], [float, int])
+  _checks.check_args(("q_tm1", q_tm1, 2, float), ("a_tm1", a_tm1, 1, int))
+  _checks.check_same_shape(("q_t", q_t), ("q_tm1", q_tm1))
+  _checks.check_same_shape(("a_t", a_t), ("a_tm1", a_tm1))
   targets = soft_retrace_targets(q_t, a_t, r_t, discount_t, log_pi_t, log_mu_t,
                                  temperature, log_prior_t, lambda_,
                                  stop_target_gradients)

@@ -291,3 +291,61 @@ def test_soft_retrace_zero_probability_step_matches_rlax(stop):
   assert np.isfinite(value)
   for g in grads:
     assert np.all(np.isfinite(g))
+
+
+def test_sequence_and_expected_sarsa_errors_name_the_argument():
+  t, a = 3, 2
+  q, acts, r, d = jnp.zeros((t, a)), jnp.zeros(t, jnp.int32), jnp.zeros(t), jnp.full(t, 0.9)
+  log_pi, log_mu = jnp.log(jnp.full((t, a), 0.5)), jnp.log(jnp.full(t, 0.5))
+  good = dict(q_t=q, a_t=acts, r_t=r, discount_t=d, log_pi_t=log_pi, log_mu_t=log_mu)
+
+  def retrace_targets(**bad):
+    return rlax_inf.soft_retrace_targets(**{**good, **bad})
+
+  cases = {
+      # rank, dtype and shape, each on the argument it names
+      "q_t": lambda: retrace_targets(q_t=q[0]),
+      "a_t": lambda: retrace_targets(a_t=acts.astype(jnp.float32)),
+      "r_t": lambda: retrace_targets(r_t=jnp.zeros(t + 1)),
+      "discount_t": lambda: retrace_targets(discount_t=np.full(t, 1.5, np.float32)),
+      "log_pi_t": lambda: retrace_targets(log_pi_t=log_pi[:, :1]),
+      "log_mu_t": lambda: retrace_targets(log_mu_t=log_mu[None]),
+      "log_prior_t": lambda: retrace_targets(log_prior_t=log_pi[0]),
+      "lambda_": lambda: retrace_targets(lambda_=jnp.ones((t, 1))),
+      "temperature": lambda: retrace_targets(temperature=-1.0),
+      "q_tm1": lambda: rlax_inf.soft_retrace(q[:, :1], q, acts, acts, r, d, log_pi, log_mu),
+      "a_tm1": lambda: rlax_inf.soft_retrace(q, q, acts[:2], acts, r, d, log_pi, log_mu),
+  }
+  for name, call in cases.items():
+    with pytest.raises(AssertionError, match=f"`{name}`"):
+      call()
+  # q_t with a different number of steps than r_t: both are named.
+  with pytest.raises(AssertionError, match="`q_t`.*`r_t`"):
+    retrace_targets(q_t=q[:2], log_pi_t=log_pi[:2])
+
+  q1, lp1 = q[0], log_pi[0]
+  sarsa = {
+      "log_pi_t": lambda: rlax_inf.regularized_expected_sarsa(q1, 0, 0.0, 0.9, q1, lp1[:1]),
+      "log_prior_t": lambda: rlax_inf.regularized_expected_sarsa(q1, 0, 0.0, 0.9, q1, lp1, 1.0,
+                                                                 log_pi),
+      "a_tm1": lambda: rlax_inf.regularized_expected_sarsa(q1, 0.5, 0.0, 0.9, q1, lp1),
+      "q_tm1": lambda: rlax_inf.regularized_expected_sarsa(q, 0, 0.0, 0.9, q1, lp1),
+      "r_t": lambda: rlax_inf.regularized_expected_sarsa(q1, 0, r, 0.9, q1, lp1),
+  }
+  for name, call in sarsa.items():
+    with pytest.raises(AssertionError, match=f"`{name}`"):
+      call()
+  # The sequence returns and SAC's target name the argument of a wrong shape or dtype.
+  with pytest.raises(AssertionError, match="`regularizer_t`"):
+    rlax_inf.soft_lambda_returns(r, d, r, jnp.zeros(t + 1))
+  with pytest.raises(AssertionError, match="`v_t`"):
+    rlax_inf.soft_n_step_returns(r, d, jnp.zeros(t, jnp.int32), r, 1)
+  with pytest.raises(AssertionError, match="`log_pi_t`"):
+    rlax_inf.soft_td_target(r, d, r, log_pi[:2, 0])
+  # No message names a position ("input 0") instead of the argument.
+  with pytest.raises(AssertionError) as info:
+    retrace_targets(a_t=acts.astype(jnp.float32))
+  assert "input" not in str(info.value)
+  # Traced arguments of the right shapes still pass (checks run at trace time only).
+  got = jax.jit(rlax_inf.soft_retrace_targets)(q, acts, r, d, log_pi, log_mu)
+  assert got.shape == (t,) and np.all(np.isfinite(got))
