@@ -122,46 +122,95 @@ def _cmd_plot(args) -> int:
 
 
 def _cmd_list(args) -> int:
-  del args
-  import dataclasses  # pylint: disable=g-import-not-at-top
   from rlax_inf import envs  # pylint: disable=g-import-not-at-top
+  from rlax_inf.agents import config as config_lib  # pylint: disable=g-import-not-at-top
   from rlax_inf.agents import registry as agents  # pylint: disable=g-import-not-at-top
-  from rlax_inf.agents import run_config  # pylint: disable=g-import-not-at-top
+  names = agents.names()
+  if args.agent is not None:
+    if args.agent not in names:
+      raise UsageError(f"unknown agent {args.agent!r}; valid agents: {', '.join(names)}")
+    names = (args.agent,)
   # Static tables: builds no environment and imports neither Brax nor Playground.
   registry = envs.registry()
-  print("agents (loop; action spaces: the envs each takes):")
-  for name in agents.names():
-    e = agents.get(name)
-    print(f"  {name:<10} {e.loop:<10} {'/'.join(e.action_spaces):<21} {e.description}")
-  print("backends: " + ", ".join(
-      b + (" (NVIDIA GPUs only)" if b == "warp" else "")
-      for b in sorted({b for e in registry.values() for b in e["backends"]})))
-  print("envs (continuous actions in [-1, 1]; obs / action sizes; d = differentiable step; "
-        "cheap = pure JAX, compiles in seconds, the others are physics and compile in "
-        "minutes on a CPU):")
-  for name, e in registry.items():
+  usable = _usable_backends()
+  print("Agents (`--agent NAME`), the envs each takes, and their config keys "
+        "(`--set key=value`; `key=default  meaning`):")
+  for name in names:
+    entry = agents.get(name)
+    print(f"\n{name}: {entry.description}")
+    print(f"  loop: {entry.loop.replace('_', '-')}; envs: {_agent_envs(entry, registry)}")
+    _print_keys(entry.config_class, entry.config)
+  print("\nLoop config keys, shared by every agent (`--set key=value` as well; "
+        "`train` flags set env, backend, num_seeds, seed and total_steps):")
+  _print_keys(config_lib.TrainConfig, config_lib.TrainConfig())
+  print("\nBackends usable here: " + ", ".join(
+      sorted({b for e in registry.values() for b in e["backends"] if b in usable})) +
+        ("" if "warp" in usable else " ('warp', Playground on NVIDIA GPUs, is not)"))
+  print("\nEnvs (continuous actions in [-1, 1]; obs / action sizes; d = differentiable step;"
+        " cheap = pure JAX, compiles in seconds on a CPU; the others are physics and "
+        "compile in minutes on a CPU):")
+  for env_name, e in registry.items():
     if not e["discrete"]:
       flag = "" if e.get("available", True) else "  [needs the playground extra]"
       diff = "d" if e["differentiable"] else " "
-      cheap = "  cheap" if e["suite"] in ("classic", "tabular") else ""
-      print(f"  {name:<26} {e['observation_size']:>4} {e['action_size']:>3} {diff}  "
-            f"backends: {', '.join(e['backends'])}{cheap}{flag}")
-  print("envs (discrete actions, all cheap; obs size, number of actions): " + ", ".join(
+      backends = ", ".join(b for b in e["backends"] if b in usable)
+      print(f"  {env_name:<26} {e['observation_size']:>4} {e['action_size']:>3} {diff}  "
+            f"backends: {backends}{'  cheap' if _cheap(e) else ''}{flag}")
+  print("Envs (discrete actions, all cheap; obs size, number of actions): " + ", ".join(
       f"{n} ({e['observation_size']}, {e['action_size']})"
       for n, e in registry.items() if e["discrete"]))
-
-  def keys(name, which):
-    return ", ".join(f"{k}={_show(f.default)}" for k, (w, f) in
-                     sorted(run_config.config_keys(name).items()) if w == which
-                     and f.default is not dataclasses.MISSING)
-
-  print("loop config keys with defaults (--set key=value): " + keys(agents.names()[0], "train"))
-  for name in agents.names():
-    entry = agents.get(name)
-    own = ", ".join(f"{f.name}={_show(getattr(entry.config, f.name))}"
-                    for f in sorted(dataclasses.fields(entry.config), key=lambda f: f.name))
-    print(f"{name} config keys with defaults: {own}")
   return 0
+
+
+def _cheap(env_entry) -> bool:
+  """Pure-JAX envs (classic control, tabular): they compile in seconds on a CPU."""
+  return env_entry["suite"] in ("classic", "tabular")
+
+
+def _usable_backends(platform: Optional[str] = None) -> frozenset:
+  """Every backend but 'warp' (Playground's NVIDIA-only MuJoCo Warp), which needs a GPU and warp.
+
+  Args:
+    platform: JAX's default platform; None asks JAX (starts its CPU or GPU backend).
+  """
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  from rlax_inf import envs  # pylint: disable=g-import-not-at-top
+  if platform is None:
+    import jax  # pylint: disable=g-import-not-at-top
+    platform = jax.default_backend()
+  every = {b for e in envs.registry().values() for b in e["backends"]}
+  if platform != "gpu" or importlib.util.find_spec("warp") is None:
+    every.discard("warp")
+  return frozenset(every)
+
+
+def _agent_envs(entry, registry) -> str:
+  """Which envs an agent takes (by action space), the cheap ones named."""
+  from rlax_inf.agents import base  # pylint: disable=g-import-not-at-top
+  parts = []
+  for space in entry.action_spaces:
+    discrete = space == base.DISCRETE
+    matching = [n for n, e in registry.items() if e["discrete"] == discrete]
+    cheap = [n for n in matching if _cheap(registry[n])]
+    if discrete:
+      parts.append(f"discrete ({', '.join(matching)}; all cheap)")
+    else:
+      parts.append(f"continuous ({len(matching)} envs; cheap on a CPU: {', '.join(cheap)})")
+  return " and ".join(parts)
+
+
+def _print_keys(cls, instance) -> None:
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  from rlax_inf.agents import registry as agents  # pylint: disable=g-import-not-at-top
+  meanings = agents.key_meanings(cls)
+  fields = sorted(dataclasses.fields(cls), key=lambda f: f.name)
+  width = max(len(f"{f.name}={_show(getattr(instance, f.name))}") for f in fields)
+  import textwrap  # pylint: disable=g-import-not-at-top
+  for f in fields:
+    shown = f"{f.name}={_show(getattr(instance, f.name))}"
+    print(textwrap.fill(meanings[f.name], width=max(100, width + 50),
+                        initial_indent=f"    {shown:<{width}}  ",
+                        subsequent_indent=" " * (width + 6)))
 
 
 def _show(value) -> str:
@@ -237,7 +286,10 @@ def build_parser() -> argparse.ArgumentParser:
   pl.add_argument("--key", default="eval_return", help="a metric of metrics.jsonl")
   pl.set_defaults(fn=_cmd_plot)
 
-  ls = sub.add_parser("list", help="agents, environments, backends and config keys")
+  ls = sub.add_parser("list", help="agents, environments, backends and config keys",
+                      description="Every agent with the envs it takes and each config key's "
+                                  "default and meaning; the loop's keys; usable backends; envs.")
+  ls.add_argument("agent", nargs="?", default=None, help="show only this agent")
   ls.set_defaults(fn=_cmd_list)
 
   m = sub.add_parser("main", help="the README's main job: SAC and SAC-FKL, several seeds",
