@@ -23,6 +23,15 @@ the return regularised by the KL of the marginal action policy from π0 minus
 τ E KL(p(o | a, s) ‖ q̃). With `reverse_model=False` the option term is
 −H(π(·|s_t, o_{t−1})) instead (the flat MDP on (s, o)).
 
+Which reverse model: any q̃ gives a lower bound, and the gap τ E KL(p(o|a, s) ‖ q̃)
+is what shapes the options. With o_{t−1} in q̃ (the default, the tighter bound)
+the gap is zero both for options that (s_t, a_t) identify and for identical
+options (then the posterior is the prior chain, which q̃ can copy). The
+mean-field q̃(o_t | s_t, a_t) (`reverse_previous_option=False`) cannot copy the
+chain's persistence: the gap closes for options that the state or the action
+identify (distinct regions or directions, as the discriminators of Gregor et
+al.'s VIC, 2016) or for options that do not persist (c → 0).
+
   π0:      uniform (discrete), N(0, I) in pre-tanh space (continuous), as in klpg.
   V:       V(s_t, o_{t−1}), one head per previous option and one for "none"
            (an episode's first step): the state of the augmented MDP.
@@ -87,6 +96,7 @@ class OptionsConfig:
   unroll_length: int = 32  # T, the on-policy rollout length
   temperature: float = 0.01  # τ = 1/α of the bound's regularisers
   reverse_model: bool = True  # False: the + H(π(o_t | s_t, o_{t−1})) variant
+  reverse_previous_option: bool = True  # q̃(o_t | o_{t−1}, s_t, a_t); False: q̃(o_t | s_t, a_t)
   continue_bias: float = 2.0  # added to the continuation logits (c ≈ 0.88 at init)
   max_importance_weight: Optional[float] = 1.0  # ρ̄ of w = min(ρ̄, p/μ); None: w = 1
   reward_scale: float = 1.0
@@ -242,7 +252,8 @@ def make_losses(config: OptionsConfig, actor_net, reverse_net, value_net, split,
       x = jnp.concatenate([obs, action_features(batch.action, discrete, action_size)], -1)
       logits = jnp.reshape(reverse_net.apply(reverse, x),
                            obs.shape[:-1] + (num_options + 1, num_options))
-      log_q = jax.vmap(reverse_log_probs)(logits, prev, o_t)
+      prev_q = prev if config.reverse_previous_option else jnp.full_like(prev, -1)
+      log_q = jax.vmap(reverse_log_probs)(logits, prev_q, o_t)
       b_t = bound(r_t, kl_t, o_t, log_option_probs, log_q, tau)
     else:
       log_q = jnp.zeros_like(r_t)

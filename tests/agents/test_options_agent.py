@@ -26,13 +26,16 @@ CONTINUOUS = types.SimpleNamespace(name="c", observation_size=OBS, action_size=2
 # the cut (rollout 1), nothing inside (rollout 2).
 TERMINATED = np.array([[0, 0, 0, 1, 0], [0, 0, 0, 0, 1], [0, 0, 0, 0, 0]], np.float32)
 DONE = np.array([[0, 1, 0, 1, 0], [0, 0, 0, 0, 1], [0, 0, 0, 0, 0]], np.float32)
-CONFIGS = {  # one per action space (one compilation each)
-    True: options.OptionsConfig(num_options=O, hidden=(8,), temperature=0.3, reward_scale=2.0,
-                                max_grad_norm=None, continue_bias=0.5, policy_lr=1e-2,
-                                reverse_lr=3e-2, value_lr=2e-2),
-    False: options.OptionsConfig(num_options=O, hidden=(8,), temperature=0.2,
-                                 max_grad_norm=None, reverse_model=False, discount=0.9,
-                                 td_lambda=0.7, max_importance_weight=1.5),
+CONFIGS = {  # (discrete?, config): one compilation each
+    "discrete": (True, options.OptionsConfig(
+        num_options=O, hidden=(8,), temperature=0.3, reward_scale=2.0, max_grad_norm=None,
+        continue_bias=0.5, policy_lr=1e-2, reverse_lr=3e-2, value_lr=2e-2)),
+    "continuous, +H": (False, options.OptionsConfig(
+        num_options=O, hidden=(8,), temperature=0.2, max_grad_norm=None, reverse_model=False,
+        discount=0.9, td_lambda=0.7, max_importance_weight=1.5)),
+    "continuous, mean-field q": (False, options.OptionsConfig(
+        num_options=O, hidden=(8,), temperature=0.5, max_grad_norm=None,
+        reverse_previous_option=False, reverse_lr=1e-2)),
 }
 
 
@@ -107,7 +110,8 @@ def _reference_update(cfg, spec, state, batch):
       a_feat = batch.action
     if cfg.reverse_model:
       logits = _mlp(reverse, jnp.concatenate([obs, a_feat], -1)).reshape(B, T, O + 1, O)
-      row = jnp.sum(logits * one_hot(v_idx, O + 1)[..., None], -2)
+      q_idx = v_idx if cfg.reverse_previous_option else jnp.full_like(v_idx, O)
+      row = jnp.sum(logits * one_hot(q_idx, O + 1)[..., None], -2)
       log_q = jnp.sum((row - jnp.log(jnp.sum(jnp.exp(row), -1, keepdims=True)))
                       * one_hot(o, O), -1)
       opt_term = lp_o - log_q
@@ -145,9 +149,9 @@ def _reference_update(cfg, spec, state, batch):
   return new[0], new[1], value, p_loss, v_loss
 
 
-@pytest.mark.parametrize("discrete", [True, False])
-def test_update_matches_reference(discrete):
-  cfg = CONFIGS[discrete]
+@pytest.mark.parametrize("case", list(CONFIGS))
+def test_update_matches_reference(case):
+  discrete, cfg = CONFIGS[case]
   spec = DISCRETE if discrete else CONTINUOUS
   _, init, update, rollout = _agent(cfg, discrete)
   state = init(jax.random.PRNGKey(0))
