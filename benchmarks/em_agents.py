@@ -45,6 +45,7 @@ import numpy as np
 
 from benchmarks import _common
 from rlax_inf.agents import compile_cache
+from rlax_inf.agents import off_policy
 from rlax_inf.agents import registry
 from rlax_inf.agents import training
 from rlax_inf.agents.config import TrainConfig
@@ -65,7 +66,7 @@ TASKS = {
         target=950.0, budget=100_000),
     # Reduced budget (the 2-core CPU shared by four sessions): see benchmarks/results.
     "hopper": dict(
-        train=dict(_LOOP, env="hopper", total_steps=50_000, eval_every=10_000),
+        train=dict(_LOOP, env="hopper", total_steps=50_000),
         agents={"mpo": dict(_SMALL), "virel": dict(_SMALL), "sac": dict(_SMALL),
                 "sac-fkl": dict(_SMALL)},
         target=None, budget=50_000),
@@ -81,11 +82,22 @@ def _settings_key(settings: dict) -> str:
   return hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
 
 
-def run(name: str, train_kw: dict, agent_kw: dict, seeds: int, cache_dir: str = None) -> dict:
+def _result(settings: dict, rows: list, walls: list, prefill: int, per_interval: int,
+            partial: bool) -> dict:
+  steps = [prefill + (i + 1) * per_interval for i in range(len(rows))]
+  curves = {k: [r[k] for r in rows] for k in rows[0]}  # [I][S]
+  return dict(settings, steps=steps, wall_s=walls[-1], first_interval_s=walls[0],
+              curves=curves, partial=partial)
+
+
+def run(name: str, train_kw: dict, agent_kw: dict, seeds: int, cache_dir: str = None,
+        report_only: bool = False) -> dict:
   """Train `seeds` seeds of agent `name` (vmapped); per evaluation: returns and metrics.
 
   With `cache_dir`, a finished run with the same settings is read back instead of
-  trained, and an unfinished one resumes from its last evaluation interval.
+  trained, and an unfinished one resumes from its last evaluation interval. With
+  `report_only`, nothing is trained: the finished run, else the intervals done so
+  far (marked partial), else None.
   """
   cfg = TrainConfig(num_seeds=seeds, **train_kw)
   agent_cfg = dataclasses.replace(registry.get(name).config, **agent_kw)
@@ -101,6 +113,15 @@ def run(name: str, train_kw: dict, agent_kw: dict, seeds: int, cache_dir: str = 
       if {k: cached[k] for k in settings} == settings:
         print(f"  reusing {base_path}.json", flush=True)
         return cached
+  if report_only:
+    if not (base_path and os.path.exists(base_path + ".partial.pkl")):
+      return None
+    with open(base_path + ".partial.pkl", "rb") as f:
+      partial = pickle.load(f)
+    sch = off_policy.schedule(cfg)  # every agent here learns from one-step transitions
+    return _result(settings, partial["rows"], partial["walls"],
+                   sch.prefill_vector_steps * cfg.num_envs,
+                   sch.interval_vector_steps * cfg.num_envs, True)
   trainer = training.Trainer(cfg, agent_cfg, name)
   prefill = trainer.schedule.prefill_vector_steps * cfg.num_envs
   rows, walls, t_spent = [], [], 0.0
@@ -129,10 +150,7 @@ def run(name: str, train_kw: dict, agent_kw: dict, seeds: int, cache_dir: str = 
         pickle.dump(dict(settings=settings, rows=rows, walls=walls,
                          state=jax.device_get(ts)), f)
       os.replace(tmp, base_path + ".partial.pkl")
-  steps = [prefill + (i + 1) * trainer.env_steps_per_interval for i in range(len(rows))]
-  curves = {k: [r[k] for r in rows] for k in rows[0]}  # [I][S]
-  result = dict(settings, steps=steps, wall_s=walls[-1], first_interval_s=walls[0],
-                curves=curves)
+  result = _result(settings, rows, walls, prefill, trainer.env_steps_per_interval, False)
   if base_path:
     with open(base_path + ".json", "w") as f:
       json.dump(result, f)
@@ -205,7 +223,9 @@ def _table(task: str, entry: dict) -> list:
              "mean of last 3 evals per seed | best eval per seed | wall s (first interval s) |",
              "|---|---|---|---|---|---|---|"]
   for name, r in entry["summary"].items():
-    row = f"| {name} | {seeds} | {r['final_step']:,} | {_fmt(r['final'])} | {_fmt(r['last3'])} | "
+    stopped = " (stopped: partial run)" if r.get("partial") else ""
+    row = (f"| {name} | {seeds} | {r['final_step']:,}{stopped} | {_fmt(r['final'])} | "
+           f"{_fmt(r['last3'])} | ")
     if target is not None:
       row += (f"{_fmt(r['first_step_ge_target'])} | {r['of_which_ge_target']} of "
               f"{r['evaluations_after_first']} | {r['seeds_met']}/{seeds} | ")
@@ -236,6 +256,9 @@ def main(argv=None):
   p.add_argument("--steps", type=int, default=None)
   p.add_argument("--set", action="append", default=[], metavar="AGENT.KEY=VALUE")
   p.add_argument("--no-write", action="store_true")
+  p.add_argument("--report", action="store_true",
+                 help="train nothing: tabulate the finished runs and the intervals done so "
+                      "far of unfinished ones (marked partial)")
   p.add_argument("--quick", action="store_true")
   args = p.parse_args(argv)
   task = TASKS[args.task]
@@ -258,8 +281,13 @@ def main(argv=None):
   for name in agents:
     agent_kw = dict(task["agents"].get(name, _SMALL), **sets.get(name, {}))
     print(f"{name}: {train_kw} {agent_kw}", flush=True)
-    results[name] = run(name, train_kw, agent_kw, seeds, None if args.quick else CACHE)
+    result = run(name, train_kw, agent_kw, seeds, None if args.quick else CACHE, args.report)
+    if result is None:
+      print(f"  {name}: no interval finished yet")
+      continue
+    results[name] = result
     summary[name] = dict(summarise(results[name], target, budget),
+                         partial=result.get("partial", False),
                          wall_s=results[name]["wall_s"],
                          first_interval_s=results[name]["first_interval_s"])
   entry = dict(command=_common.command(), machine=MACHINE, seeds=seeds, target=target,
