@@ -10,7 +10,7 @@ scalars ≥ 0 and discounts lie in [0, 1] where their values are known then
 
 Targets are stopped by default (`stop_target_gradients=True`) everywhere except
 `soft_lambda_returns` and `soft_n_step_returns`, whose defaults follow
-`rlax.lambda_returns` / `rlax.n_step_bootstrapped_returns` as shared/API.md fixes
+`rlax.lambda_returns` / `rlax.n_step_bootstrapped_returns` as docs/API.md fixes
 them (they return targets, not TD errors).
 """
 
