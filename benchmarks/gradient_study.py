@@ -42,7 +42,9 @@ import argparse
 import json
 import os
 import pickle
+import shutil
 import sys
+import tempfile
 import time
 
 import jax
@@ -150,7 +152,8 @@ def _cache_path(env_name, dtype, pol, horizon, seeds, samples):
   return os.path.join(CACHE, f'{env_name}_{dtype}_{pol}_T{horizon}_S{seeds}_N{samples}.npz')
 
 
-def measure_env(env_name, x64, horizons, seeds, samples, ref_batches, log):
+def measure_env(env_name, x64, horizons, seeds, samples, ref_batches, log,
+                seed_batch=8):
   """Measures every (policy, T) of one env in one dtype; cached per (policy, T)."""
   dtype = 'float64' if x64 else 'float32'
   todo = [(pol, t) for pol in POLICIES for t in horizons
@@ -170,10 +173,10 @@ def measure_env(env_name, x64, horizons, seeds, samples, ref_batches, log):
             env, policy, params, state, key, SIGMA, h_max, samples,
             bias_threshold=jnp.inf, num_steps=num_steps, reward_fn=reward_fn)
 
-      # Seeds in batches of 8 (lax.map): the backward pass keeps every step's
-      # residuals of every rollout in memory; 8 × N at a time fits hopper.
+      # Seeds in batches of `seed_batch` (lax.map): the backward pass keeps every
+      # step's residuals of every rollout in memory; 8 × N at a time fits hopper.
       estimate = jax.jit(lambda p, keys, n: jax.lax.map(
-          lambda k: one_seed(p, k, n), keys, batch_size=min(8, seeds)))
+          lambda k: one_seed(p, k, n), keys, batch_size=min(seed_batch, seeds)))
       pols = policy_params(env_name, env.observation_size, env.action_size)
       first_call = True
       for pol, t in todo:
@@ -375,6 +378,28 @@ def _markdown(rows, checks, args, cmd, elapsed):
         f"{_fmt(r['reference_first_minus_zeroth'])} / "
         f"{_fmt(r['reference_first_minus_zeroth_noise'])} | "
         f"{r['zeroth']['nonfinite']:.3f} | {r['first']['nonfinite']:.3f} |")
+  ip = [r for r in rows if r['env'] == 'inverted_pendulum']
+  if ip:
+    md += ['', '## The anchor of issue 14, side by side (inverted_pendulum)', '',
+           'Anchor: "stabilising policy, pathwise variance 5e-4 / 0.016 / 0.099 / 4.4 vs '
+           'score function 1.8e-3 / 0.22 / 2.4 / 38.6 at T = 10 / 50 / 100 / 200; a random '
+           'policy\'s pathwise variance reaches 1e11 at T = 50 and is non-finite from '
+           'T = 100" (its reward, noise scale, gains and samples per estimate are not '
+           'stated). Ours: per-parameter variance over seeds of the N-sample estimate '
+           '(var) and the per-sample variance (≈ N × var), mean over parameters.', '',
+           '| policy | dtype | T | pathwise var | pathwise per-sample | anchor pathwise | '
+           'score fn var | score fn per-sample | anchor score fn | ratio score/pathwise '
+           '(ours, anchor) | nonfinite pathwise |', '|' + '---|' * 11]
+    for r in ip:
+      anchor = ANCHOR['stabilising'] if r['policy'] == 'stabilising' else None
+      a1 = anchor['first'].get(r['horizon']) if anchor else None
+      a0 = anchor['zeroth'].get(r['horizon']) if anchor else None
+      ours = r['zeroth']['var'] / r['first']['var'] if r['first']['var'] > 0 else float('nan')
+      md.append(
+          f"| {r['policy']} | {r['dtype']} | {r['horizon']} | {_fmt(r['first']['var'])} | "
+          f"{_fmt(r['per_sample_var1'])} | {_fmt(a1)} | {_fmt(r['zeroth']['var'])} | "
+          f"{_fmt(r['per_sample_var0'])} | {_fmt(a0)} | {_fmt(ours)}, "
+          f"{_fmt(a0 / a1) if a1 else '—'} | {r['first']['nonfinite']:.3f} |")
   md += ['', '## Gradient check (float64, T = 10, stabilising policy)', '',
          '| env | directional relative errors (3 directions, ε = 1e-6) |', '|---|---|']
   for name, c in checks.items():
@@ -384,6 +409,7 @@ def _markdown(rows, checks, args, cmd, elapsed):
 
 
 def main(argv=None):
+  global CACHE  # pylint: disable=global-statement
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--quick', action='store_true',
                       help='CI size: pure-JAX pendulum, T in {5, 10}, 4 seeds; writes nothing')
@@ -395,6 +421,8 @@ def main(argv=None):
   parser.add_argument('--hopper-seeds', type=int, default=32)
   parser.add_argument('--samples', type=int, default=8)
   parser.add_argument('--ref-batches', type=int, default=2)
+  parser.add_argument('--seed-batch', type=int, default=8,
+                      help='seeds vmapped at once (memory vs speed)')
   parser.add_argument('--derive-lqr', action='store_true')
   parser.add_argument('--no-write', action='store_true')
   args = parser.parse_args(argv)
@@ -412,8 +440,7 @@ def main(argv=None):
           file=sys.stderr)
     return 2
   if args.quick:
-    global CACHE  # pylint: disable=global-statement
-    CACHE = os.path.join('/tmp', f'gradient_study_quick_{os.getpid()}')
+    CACHE = tempfile.mkdtemp(prefix='gradient_study_quick_')
     args.envs, args.horizons, args.seeds, args.samples = ['pendulum'], [5, 10], 4, 4
     args.ref_batches, args.no_write = 1, True
   else:
@@ -426,10 +453,13 @@ def main(argv=None):
     seeds = args.hopper_seeds if name == 'hopper' else args.seeds
     for dtype in args.dtypes:
       r, c = measure_env(name, dtype == 'float64', tuple(args.horizons), seeds,
-                         args.samples, args.ref_batches, log)
+                         args.samples, args.ref_batches, log, args.seed_batch)
       rows += r
       checks[name] = c or checks.get(name)
   elapsed = time.time() - t0
+  if args.quick:
+    shutil.rmtree(CACHE, ignore_errors=True)
+    CACHE = 'runs/gradient_study'
   cmd = _common.command()
   md = _markdown(rows, checks, args, cmd, elapsed)
   print('\n'.join(md))

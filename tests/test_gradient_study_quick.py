@@ -44,3 +44,10 @@ def test_statistics_of_a_known_sample():
   np.testing.assert_allclose(s['first']['nonfinite'], 1 / (seeds * samples))
   # α* = 1/2 where the first order is finite, 0 on the seed with a screened sample.
   np.testing.assert_allclose(s['alpha_mean'], 0.5 * 5 / 6)
+  # The report, the anchor table included, renders from such rows.
+  import argparse
+  rows = [dict(env='inverted_pendulum', dtype='float32', policy=pol, horizon=t, **s)
+          for pol in ('stabilising', 'random') for t in (10, 50)]
+  args = argparse.Namespace(seeds=seeds, hopper_seeds=seeds, samples=samples, ref_batches=1)
+  md = '\n'.join(gradient_study._markdown(rows, {}, args, 'cmd', 60.0))
+  assert '| stabilising | float32 | 10 |' in md and '| 0.0005 |' in md.replace('5e-04', '0.0005')
