@@ -1,6 +1,7 @@
 """Shared tiny configurations: small networks, few steps, the pure-JAX pendulum."""
 
 import os
+import subprocess
 import sys
 import types
 
@@ -13,6 +14,11 @@ sys.path.insert(0, os.path.dirname(__file__))
 # Flags for a tiny run of `rlax-inf train` on the pure-JAX pendulum.
 TINY_SETS = ["hidden=16,16", "num_envs=4", "batch_size=16", "grad_updates_per_step=2",
              "prefill_steps=32", "eval_every=32", "episode_length=20", "num_eval_envs=2"]
+# The tiny runs' --steps: prefill 32 + 12 evaluation intervals of 32, a checkpoint after
+# each. Tests that train through the CLI use this one budget (the replay capacity, hence
+# the compiled programs, depend on it), so the run's compilation cache compiles the
+# programs of all of them once.
+TINY_STEPS = 32 + 12 * 32
 
 
 def tiny_train_config(**kw):
@@ -26,8 +32,11 @@ def tiny_train_config(**kw):
 
 @pytest.fixture(scope="session")
 def compile_cache(tmp_path_factory):
-  """A persistent XLA compilation cache shared by the CLI subprocesses of one session."""
-  return str(tmp_path_factory.mktemp("jax_cache"))
+  """The persistent XLA compilation cache of this run (tests/conftest.py), for the CLI
+  subprocesses and the in-process `cli.main` calls (a new one when that is off)."""
+  if os.environ.get("RLAX_INF_TEST_JAX_CACHE", "off").strip().lower() in ("off", "0", ""):
+    return str(tmp_path_factory.mktemp("jax_cache"))
+  return os.environ["JAX_COMPILATION_CACHE_DIR"]
 
 
 def cli_env(cache_dir, **extra):
@@ -43,8 +52,27 @@ def cli_cmd(*args):
   return [sys.executable, "-m", "rlax_inf.agents.cli", *args]
 
 
+def train_argv(out, *extra):
+  """`train` arguments of the tiny sac run (2 seeds, TINY_STEPS) into `out`."""
+  return ["train", "--agent", "sac", "--env", "pendulum", "--seeds", "2", "--out", str(out),
+          "--no-progress", "--steps", str(TINY_STEPS),
+          *sum((["--set", s] for s in TINY_SETS), []), *extra]
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory, compile_cache):
+  """A finished tiny `rlax-inf train` run (a subprocess, as a user starts it): sac on the
+  pendulum, 2 seeds, 12 evaluations and checkpoints. Shared by the tests of a worker:
+  read it only (copy it to change it). Its `stdout` and `stderr` are kept."""
+  out = tmp_path_factory.mktemp("finished_run") / "run"
+  res = subprocess.run(cli_cmd(*train_argv(out)), env=cli_env(compile_cache),
+                       capture_output=True, text=True, timeout=600)
+  assert res.returncode == 0, res.stderr[-3000:]
+  return types.SimpleNamespace(out=out, stdout=res.stdout, stderr=res.stderr)
+
+
 @pytest.fixture(scope="session")
 def tiny():
   """The helpers above as one fixture (tests can't import conftest under importlib mode)."""
-  return types.SimpleNamespace(sets=TINY_SETS, train_config=tiny_train_config,
-                               env=cli_env, cmd=cli_cmd)
+  return types.SimpleNamespace(sets=TINY_SETS, steps=TINY_STEPS, train_config=tiny_train_config,
+                               env=cli_env, cmd=cli_cmd, train_argv=train_argv)

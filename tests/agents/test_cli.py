@@ -65,18 +65,6 @@ def test_unknown_subcommand_and_eval_of_non_run(capsys, tmp_path):
   _one_line_error(capsys, ["eval", str(tmp_path)], "not a run directory")
 
 
-def _train(tiny, out, *extra, cache, check=True, popen=None):
-  cmd = tiny.cmd("train", "--agent", "sac", "--env", "pendulum", "--seeds", "2",
-                 "--out", str(out), "--no-progress", *sum((["--set", s] for s in tiny.sets), []),
-                 *extra)
-  if popen:
-    return subprocess.Popen(cmd, env=tiny.env(cache), **popen)
-  res = subprocess.run(cmd, env=tiny.env(cache), capture_output=True, text=True, timeout=600)
-  if check:
-    assert res.returncode == 0, res.stderr[-3000:]
-  return res
-
-
 def _final_state(out):
   ckpt = os.path.join(out, "checkpoints")
   step = max(int(d) for d in os.listdir(ckpt) if d.isdigit())
@@ -84,12 +72,11 @@ def _final_state(out):
     return step, c.restore(os.path.join(os.path.abspath(ckpt), str(step), "default"))
 
 
-def test_train_smoke_then_refuse_overwrite_eval_and_plot(tiny, compile_cache, tmp_path, capsys):
-  out = tmp_path / "run"
-  res = _train(tiny, out, "--steps", "160", cache=compile_cache)
-  assert "final eval return" in res.stdout
+def test_train_smoke_then_refuse_overwrite_eval_and_plot(finished_run, tmp_path, capsys):
+  out = finished_run.out  # `rlax-inf train` in a subprocess (conftest.py), read only here
+  assert "final eval return" in finished_run.stdout
   rows = [json.loads(l) for l in open(out / "metrics.jsonl")]
-  assert len(rows) == 4 * 2  # 4 evaluations × 2 seeds
+  assert len(rows) == 12 * 2  # 12 evaluations × 2 seeds
   for key in ("step", "seed", "eval_return", "wall_s", "critic_loss", "actor_loss",
               "temperature", "eval_length_stochastic"):
     assert all(key in r and np.isfinite(r[key]) for r in rows), key
@@ -115,24 +102,23 @@ def test_train_smoke_then_refuse_overwrite_eval_and_plot(tiny, compile_cache, tm
                   "no" + os.sep + "dir")
 
 
-def test_non_finite_loss_stops_with_clear_message(tiny, compile_cache, tmp_path):
+def test_non_finite_loss_stops_with_clear_message(tiny, tmp_path, capsys):
   out = tmp_path / "nan"
-  res = _train(tiny, out, "--steps", "160", "--set", "init_temperature=nan",
-               cache=compile_cache, check=False)
-  assert res.returncode == 1
-  assert "non-finite" in res.stderr and "_loss=[nan" in res.stderr
-  assert "no checkpoint was written" in res.stderr and "is kept" not in res.stderr
-  assert "Traceback" not in res.stderr
+  # In process (the subprocess path is the finished run's): the same programs but init.
+  assert cli.main(tiny.train_argv(out, "--set", "init_temperature=nan")) == 1
+  err = capsys.readouterr().err
+  assert "non-finite" in err and "_loss=[nan" in err
+  assert "no checkpoint was written" in err and "is kept" not in err
+  assert "Traceback" not in err
   assert not [d for d in os.listdir(out / "checkpoints") if d.isdigit()]
 
 
-def test_sigkill_and_resume_gives_the_same_parameters(tiny, compile_cache, tmp_path):
-  steps = ["--steps", str(32 + 12 * 32)]  # 12 evaluations, a checkpoint after each
-  ref = tmp_path / "ref"
-  _train(tiny, ref, *steps, cache=compile_cache)
+def test_sigkill_and_resume_gives_the_same_parameters(tiny, compile_cache, finished_run,
+                                                       tmp_path, capsys):
+  ref = finished_run.out  # the same run, not interrupted: 12 evaluations, a checkpoint each
   out = tmp_path / "killed"
-  proc = _train(tiny, out, *steps, cache=compile_cache,
-                popen=dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+  proc = subprocess.Popen(tiny.cmd(*tiny.train_argv(out)), env=tiny.env(compile_cache),
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   deadline = time.time() + 300
   ckpt = out / "checkpoints"
   while time.time() < deadline:
@@ -144,10 +130,10 @@ def test_sigkill_and_resume_gives_the_same_parameters(tiny, compile_cache, tmp_p
   proc.wait()
   killed_at = max(int(d) for d in os.listdir(ckpt) if d.isdigit())
   assert killed_at < 12, "the run finished before it could be killed"
-  _train(tiny, out, *steps, "--resume", cache=compile_cache)
+  # Resumed in process: the killed run's lock on the directory died with it.
+  assert cli.main(tiny.train_argv(out, "--resume")) == 0, capsys.readouterr().err
   (step_a, a), (step_b, b) = _final_state(ref), _final_state(out)
   assert step_a == step_b == 12
-  import jax
   jax.tree.map(np.testing.assert_array_equal, a, b)
   # Rows the killed run wrote after its last checkpoint stay in the file (it is only
   # appended to); the reader drops them at the resume marker.

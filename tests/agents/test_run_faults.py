@@ -3,15 +3,14 @@ and one line naming the thing (or a clean fallback), with nothing lost.
 
 Most tests need no compiled training: a run directory is written directly (config.json,
 metrics.jsonl, checkpoints of a zero train state) and, where the run must go on, the
-interval program is replaced by a stand-in that only counts steps. Two tests train for
-real through the CLI (a damaged checkpoint, an extended run) and compare the result with
-an undamaged run bit for bit.
+interval program is replaced by a stand-in that only counts steps. One test resumes a
+real run (conftest.py's finished_run, copied) from a damaged checkpoint and compares the
+result with the undamaged run bit for bit.
 """
 
 import json
 import os
 import shutil
-import subprocess
 
 import jax
 import numpy as np
@@ -261,26 +260,16 @@ def test_steps_states_what_it_will_run_and_resume_extends(tiny, tmp_path, capsys
 
 # --- a real run: a damaged checkpoint and a cut metrics line lose nothing ------------
 
-def _train(tiny, cache, out, *extra):
-  cmd = tiny.cmd("train", "--agent", "sac", "--env", "pendulum", "--seeds", "2",
-                 "--out", str(out), "--no-progress", *sum((["--set", s] for s in tiny.sets), []),
-                 *extra)
-  res = subprocess.run(cmd, env=tiny.env(cache), capture_output=True, text=True, timeout=600)
-  assert res.returncode == 0, res.stderr[-3000:]
-  return res
-
-
 def _checkpoint(out, step):
   with ocp.StandardCheckpointer() as c:
     return c.restore(os.path.join(os.path.abspath(out), "checkpoints", str(step), "default"))
 
 
 def test_damaged_latest_checkpoint_and_cut_metrics_resume_to_the_same_run(
-    tiny, compile_cache, tmp_path, capsys):
-  ref, out = tmp_path / "ref", tmp_path / "damaged"
-  _train(tiny, compile_cache, ref, "--steps", "160")  # 4 evaluations; checkpoints 3 and 4
+    tiny, finished_run, tmp_path, capsys):
+  ref, out = finished_run.out, tmp_path / "damaged"  # 12 evaluations; checkpoints 11, 12
   shutil.copytree(ref, out)
-  for root, _, files in os.walk(out / "checkpoints" / "4"):  # every data file cut short
+  for root, _, files in os.walk(out / "checkpoints" / "12"):  # every data file cut short
     if os.path.basename(root) == "d":
       for f in files:
         os.truncate(os.path.join(root, f), 10)
@@ -289,14 +278,16 @@ def test_damaged_latest_checkpoint_and_cut_metrics_resume_to_the_same_run(
   # eval falls back without changing anything.
   assert cli.main(["eval", str(out)]) == 0
   captured = capsys.readouterr()
-  assert "checkpoint 4:" in captured.err and "falling back" in captured.err
+  assert "checkpoint 12:" in captured.err and "falling back" in captured.err
   assert "Traceback" not in captured.err and "TensorStore({" not in captured.err
-  assert [l.split()[1] for l in captured.out.splitlines()[1:]] == ["128", "128"]  # ckpt 3
-  res = _train(tiny, compile_cache, out, "--steps", "160", "--resume")
-  assert "falling back" in res.stderr and "resuming from checkpoint 3" in res.stderr
-  assert "skipped 1 unreadable line" in res.stderr
+  assert [l.split()[1] for l in captured.out.splitlines()[1:]] == ["384", "384"]  # ckpt 11
+  # The resume in process (the finished run is the CLI's subprocess path).
+  assert cli.main(tiny.train_argv(out, "--resume")) == 0
+  err = capsys.readouterr().err
+  assert "falling back" in err and "resuming from checkpoint 11" in err
+  assert "skipped 1 unreadable line" in err
   assert (out / "metrics.jsonl").read_text().startswith(text[:-40])  # appended only
-  jax.tree.map(np.testing.assert_array_equal, _checkpoint(ref, 4), _checkpoint(out, 4))
+  jax.tree.map(np.testing.assert_array_equal, _checkpoint(ref, 12), _checkpoint(out, 12))
   strip = lambda rows: [{k: v for k, v in r.items() if k not in ("wall_s", "env_steps_per_s")}
                         for r in rows]
   assert strip(run.read_metrics(str(out))) == strip(run.read_metrics(str(ref)))

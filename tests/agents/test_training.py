@@ -16,7 +16,10 @@ AGENT_CFG = sac.SACConfig(hidden=(16, 16))
 
 @pytest.fixture(scope="module")
 def two_seed_run(tiny):
-  trainer = training.Trainer(tiny.train_config(num_seeds=2, seed=0), AGENT_CFG, "sac")
+  # The tiny CLI runs' budget (12 intervals): the programs conftest.py's finished_run
+  # compiles, read from the run's compilation cache when it ran first.
+  trainer = training.Trainer(tiny.train_config(num_seeds=2, seed=0, total_steps=tiny.steps),
+                             AGENT_CFG, "sac")
   ts = trainer.init(trainer.seed_keys())
   history = []
   for _ in range(trainer.schedule.num_intervals):
@@ -40,7 +43,7 @@ def test_one_compile_for_all_evaluations(two_seed_run, caplog):
 
 def test_metrics_shapes_and_finiteness(two_seed_run):
   trainer, ts, history = two_seed_run
-  assert len(history) == trainer.schedule.num_intervals == 3
+  assert len(history) == trainer.schedule.num_intervals == 12
   for h in history:
     for k, v in h.items():
       assert v.shape == (2,), k
@@ -48,8 +51,8 @@ def test_metrics_shapes_and_finiteness(two_seed_run):
     # Pendulum never terminates: every evaluation episode runs to the time limit.
     np.testing.assert_array_equal(h["eval_length"], 20)
     np.testing.assert_array_equal(h["eval_length_stochastic"], 20)
-  assert list(jax.device_get(ts.env_steps)) == [32 + 3 * 32] * 2
-  assert list(jax.device_get(ts.agent.steps)) == [3 * 8 * 2] * 2  # intervals × vector steps × G
+  assert list(jax.device_get(ts.env_steps)) == [32 + 12 * 32] * 2
+  assert list(jax.device_get(ts.agent.steps)) == [12 * 8 * 2] * 2  # intervals × vector steps × G
 
 
 def test_schedule_counts():
