@@ -31,6 +31,9 @@ mean-field q̃(o_t | s_t, a_t) (`reverse_previous_option=False`) cannot copy the
 chain's persistence: the gap closes for options that the state or the action
 identify (distinct regions or directions, as the discriminators of Gregor et
 al.'s VIC, 2016) or for options that do not persist (c → 0).
+Either way a single option used everywhere also closes the gap (the bound's
+"posterior collapse"); `learn_selection=False` fixes q(o|s) = 1/O, which rules
+that out: what is left to learn is when each option ends (c) and what it does.
 
   π0:      uniform (discrete), N(0, I) in pre-tanh space (continuous), as in klpg.
   V:       V(s_t, o_{t−1}), one head per previous option and one for "none"
@@ -98,6 +101,7 @@ class OptionsConfig:
   reverse_model: bool = True  # False: the + H(π(o_t | s_t, o_{t−1})) variant
   reverse_previous_option: bool = True  # q̃(o_t | o_{t−1}, s_t, a_t); False: q̃(o_t | s_t, a_t)
   continue_bias: float = 2.0  # added to the continuation logits (c ≈ 0.88 at init)
+  learn_selection: bool = True  # False: q(o|s) = 1/O, a fixed prior over options
   max_importance_weight: Optional[float] = 1.0  # ρ̄ of w = min(ρ̄, p/μ); None: w = 1
   reward_scale: float = 1.0
   normalize_observations: bool = True
@@ -152,8 +156,13 @@ class Heads(NamedTuple):
   continue_prob: jax.Array  # c(s, o) [..., O]
 
 
-def make_heads(num_options: int, action_size: int, discrete: bool, continue_bias: float):
-  """(output size, split): the actor MLP's output [..., size] -> `Heads`."""
+def make_heads(num_options: int, action_size: int, discrete: bool, continue_bias: float,
+               learn_selection: bool = True):
+  """(output size, split): the actor MLP's output [..., size] -> `Heads`.
+
+  With `learn_selection=False` the option selection is the uniform q(o|s) = 1/O
+  (its logits in the output are ignored).
+  """
   per_option = action_size if discrete else 2 * action_size
   size = num_options * (per_option + 2)
 
@@ -161,7 +170,10 @@ def make_heads(num_options: int, action_size: int, discrete: bool, continue_bias
     lead = out.shape[:-1]
     intra = jnp.reshape(out[..., :num_options * per_option], lead + (num_options, per_option))
     rest = out[..., num_options * per_option:]
-    log_selection = jax.nn.log_softmax(rest[..., :num_options], axis=-1)
+    logits = rest[..., :num_options]
+    if not learn_selection:
+      logits = jnp.zeros_like(logits)
+    log_selection = jax.nn.log_softmax(logits, axis=-1)
     continue_prob = jax.nn.sigmoid(rest[..., num_options:] + continue_bias)
     if discrete:
       intra = jax.nn.log_softmax(intra, axis=-1)
@@ -318,7 +330,8 @@ def make(config: OptionsConfig, env_spec: Any) -> base.Agent:
   discrete = space == base.DISCRETE
   obs_size, action_size = int(env_spec.observation_size), int(env_spec.action_size)
   num_options = config.num_options
-  out_size, split = make_heads(num_options, action_size, discrete, config.continue_bias)
+  out_size, split = make_heads(num_options, action_size, discrete, config.continue_bias,
+                               config.learn_selection)
   actor_net = networks.MLP(tuple(config.hidden), out_size)
   reverse_net = networks.MLP(tuple(config.hidden), (num_options + 1) * num_options)
   value_net = networks.MLP(tuple(config.hidden), num_options + 1)

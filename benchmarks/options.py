@@ -50,12 +50,13 @@ FOUR_ROOMS_TRAIN = dict(env="four_rooms", total_steps=1_024_000, num_envs=32,
                         episode_length=100, num_eval_envs=16)
 FOUR_ROOMS_AGENT = dict(num_options=4, hidden=(64,), temperature=0.02,
                         normalize_observations=False)
-#: name -> (agent settings, cache tag). The plot's heat maps show the first two.
+#: name -> (agent settings, cache tag).
 VARIANTS = {
     "reverse model q(o_t | o_prev, s_t, a_t)": (dict(reverse_model=True), "rev"),
     "mean-field reverse model q(o_t | s_t, a_t)": (
         dict(reverse_model=True, reverse_previous_option=False), "mf"),
-    "no reverse model (+H)": (dict(reverse_model=False), "ent"),
+    "mean-field reverse model, uniform option selection q(o|s) = 1/O": (
+        dict(reverse_model=True, reverse_previous_option=False, learn_selection=False), "mfu"),
 }
 #: Brax inverted_pendulum: both agents get 102,400 env steps per seed and evaluate every
 #: 10,240 (10 evaluations). options: 32 envs x T = 32 per rollout, 4 epochs x 4 minibatches
@@ -253,7 +254,7 @@ def plot(four_rooms, pendulum, out_png):
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  shown = [(name, VARIANTS[name][1]) for name in list(four_rooms)[:2]]
+  shown = [(name, VARIANTS[name][1]) for name in list(four_rooms)]
   seeds = len(four_rooms[shown[0][0]]["option_stats"])
   num_options = len(four_rooms[shown[0][0]]["option_stats"][0]["usage"])
   cells, shape, goal = four_rooms_cells()
@@ -359,7 +360,7 @@ def markdown(payload):
       lines += ["", f"* {name}: loop {res['train']}; agent {res['agent_config']}"]
     lines.append("")
   lines += ["Plot: options.png (top: learning curves; below: P(option | cell) per seed and "
-            "option for the first two variants (rev, mf), with each option's share of the "
+            "option for every variant (rev, mf, mfu), with each option's share of the "
             "steps, mean duration and most likely action).", ""]
   return "\n".join(lines)
 
@@ -369,6 +370,8 @@ def main(argv=None):
   parser.add_argument("--seeds", type=int, default=4)
   parser.add_argument("--tasks", nargs="+", default=["four_rooms", "inverted_pendulum"])
   parser.add_argument("--quick", action="store_true")
+  parser.add_argument("--train-only", action="store_true",
+                      help="train (or resume) and cache the runs of --tasks; write nothing")
   args = parser.parse_args(argv)
   seeds = 2 if args.quick else args.seeds
   train = dict(FOUR_ROOMS_TRAIN)
@@ -380,6 +383,8 @@ def main(argv=None):
     for name, (kw, tag) in VARIANTS.items():
       print(f"four_rooms, {name}", flush=True)
       res = run("options", train, dict(FOUR_ROOMS_AGENT, **kw), seeds, cache, tag="_" + tag)
+      if args.train_only:
+        continue
       res["option_stats"] = option_statistics(res, FOUR_ROOMS_AGENT["num_options"])
       four_rooms[name] = res
       for i, st in enumerate(res["option_stats"]):
@@ -390,6 +395,8 @@ def main(argv=None):
     for name, (loop_kw, agent_kw) in PENDULUM_AGENTS.items():
       print(f"inverted_pendulum, {name}", flush=True)
       pendulum[name] = run(name, dict(PENDULUM_TRAIN, **loop_kw), agent_kw, seeds, cache)
+  if args.train_only:
+    return
   payload = dict(command=_common.command(), machine=_common.machine(),
                  four_rooms=four_rooms, pendulum=pendulum)
   text = markdown(payload)

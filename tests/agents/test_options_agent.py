@@ -33,9 +33,9 @@ CONFIGS = {  # (discrete?, config): one compilation each
     "continuous, +H": (False, options.OptionsConfig(
         num_options=O, hidden=(8,), temperature=0.2, max_grad_norm=None, reverse_model=False,
         discount=0.9, td_lambda=0.7, max_importance_weight=1.5)),
-    "continuous, mean-field q": (False, options.OptionsConfig(
+    "continuous, mean-field q, uniform selection": (False, options.OptionsConfig(
         num_options=O, hidden=(8,), temperature=0.5, max_grad_norm=None,
-        reverse_previous_option=False, reverse_lr=1e-2)),
+        reverse_previous_option=False, learn_selection=False, reverse_lr=1e-2)),
 }
 
 
@@ -88,7 +88,7 @@ def _reference_update(cfg, spec, state, batch):
   def terms(actor, reverse):
     out = _mlp(actor, obs)
     intra = out[..., :O * per].reshape(B, T, O, per)
-    sel = out[..., O * per:O * per + O]
+    sel = out[..., O * per:O * per + O] * (1.0 if cfg.learn_selection else 0.0)
     q = jnp.exp(sel) / jnp.sum(jnp.exp(sel), -1, keepdims=True)
     c = 1.0 / (1.0 + jnp.exp(-(out[..., O * per + O:] + cfg.continue_bias)))
     c_prev = jnp.where(first, 0.0, jnp.sum(c * one_hot(jnp.maximum(prev, 0), O), -1))
