@@ -253,8 +253,11 @@ def make_losses(config: MPOConfig, actor_net: networks.Actor, critic_net: networ
     q = q_of(critic, batch.obs, batch.action)  # [B, T]
     discount_t = config.discount * (1.0 - batch.terminated)
     lambda_t = config.retrace_lambda * (1.0 - batch.done)
+    # soft_retrace takes q_tm1 and q_t over the same action set; only slot 0 (a_tm1 = 0)
+    # of q_tm1 is read, so Q(s_i, a_i) is broadcast over the N + 1 slots.
+    q_tm1 = jnp.broadcast_to(q[..., None], q_slots.shape)
     td = jax.vmap(rlax_inf.soft_retrace, (0, 0, 0, 0, 0, 0, 0, 0, None, 0, 0))(
-        q[..., None], q_slots, jnp.zeros(q.shape, jnp.int32), a_slot,
+        q_tm1, q_slots, jnp.zeros(q.shape, jnp.int32), a_slot,
         config.reward_scale * batch.reward, discount_t, log_p, log_mu_slot, tau, log_prior,
         lambda_t)
     return td, q
