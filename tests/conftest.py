@@ -1,4 +1,5 @@
 """Shared test settings: CPU, one compilation cache per run, deterministic hypothesis profile."""
+import gc
 import os
 import shutil
 import sys
@@ -58,3 +59,16 @@ def pytest_unconfigure(config):
   del config
   for path in _made_here:
     shutil.rmtree(path, ignore_errors=True)
+
+
+def pytest_sessionfinish(session):
+  """An xdist worker collects its garbage (the tests' jax arrays, traces and programs)
+  before it reports that it has finished, and not after: execnet gives a worker 5 s to
+  end after that report, then sends it SIGINT, which a long collection at exit turned
+  into a KeyboardInterrupt traceback from jax's `_xla_gc_callback` at the end of every
+  run. The results are all reported by now; only the shutdown is left."""
+  del session
+  if os.environ.get("PYTEST_XDIST_WORKER"):
+    gc.collect()
+    gc.freeze()  # what is left is never scanned again
+    gc.disable()
