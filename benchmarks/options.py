@@ -260,22 +260,21 @@ def plot(four_rooms, pendulum, out_png):
   cells, shape, goal = four_rooms_cells()
   cols = max(num_options, 3)
   rows = 1 + len(shown) * seeds
-  fig = plt.figure(figsize=(3.0 * cols, 2.9 * rows + 0.5))
+  fig = plt.figure(figsize=(3.0 * cols, 2.9 * rows + 0.5), layout="constrained")
   gs = fig.add_gridspec(rows, cols)
   ax = fig.add_subplot(gs[0, 0])
   for name, res in four_rooms.items():
     ret = np.array(res["curves"]["eval_return"])
     line, = ax.plot(res["steps"], ret.mean(1), label=VARIANTS[name][1])
     ax.fill_between(res["steps"], ret.min(1), ret.max(1), alpha=0.2, color=line.get_color())
-  ax.set(title="four rooms: eval return (mean, min-max of seeds)", xlabel="env steps / seed")
+  ax.set(title="eval return (mean, min-max of seeds)", xlabel="env steps / seed")
   ax.title.set_fontsize(8)
   ax.legend(fontsize=7)
   ax = fig.add_subplot(gs[0, 1])
   for name, res in four_rooms.items():
     length = np.array(res["curves"]["eval_length"])
     ax.plot(res["steps"], length.mean(1), label=VARIANTS[name][1])
-  ax.set(title="four rooms: eval episode length (100 = goal not reached)",
-         xlabel="env steps / seed")
+  ax.set(title="eval episode length (mean of seeds)", xlabel="env steps / seed")
   ax.title.set_fontsize(8)
   if pendulum:
     ax = fig.add_subplot(gs[0, 2])
@@ -295,7 +294,7 @@ def plot(four_rooms, pendulum, out_png):
         grid = np.full(shape, np.nan)
         grid[cells[:, 0], cells[:, 1]] = p[:, k]
         ax = fig.add_subplot(gs[1 + v * seeds + i, k])
-        ax.imshow(np.zeros(shape), cmap="Greys", vmin=0, vmax=4)  # walls
+        ax.imshow(np.ones(shape), cmap="Greys", vmin=0, vmax=3)  # walls: grey
         im = ax.imshow(grid, cmap="viridis", vmin=0, vmax=1)
         gr, gc = cells[goal]
         ax.text(gc, gr, "G", ha="center", va="center", color="red", fontsize=8)
