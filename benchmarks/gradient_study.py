@@ -153,13 +153,15 @@ def _cache_path(env_name, dtype, pol, horizon, seeds, samples):
 
 
 def measure_env(env_name, x64, horizons, seeds, samples, ref_batches, log,
-                seed_batch=8):
+                seed_batch=8, cached_only=False, policies=POLICIES):
   """Measures every (policy, T) of one env in one dtype; cached per (policy, T)."""
   dtype = 'float64' if x64 else 'float32'
-  todo = [(pol, t) for pol in POLICIES for t in horizons
+  todo = [(pol, t) for pol in policies for t in horizons
           if not os.path.exists(_cache_path(env_name, dtype, pol, t, seeds, samples))]
   check_path = os.path.join(CACHE, f'{env_name}_check_S{seeds}_N{samples}.json')
   need_check = x64 and not os.path.exists(check_path)
+  if cached_only:
+    todo, need_check = [], False
   if todo or need_check:
     with jax.enable_x64(x64):
       t0 = time.time()
@@ -211,7 +213,11 @@ def measure_env(env_name, x64, horizons, seeds, samples, ref_batches, log,
   rows = []
   for pol in POLICIES:
     for t in horizons:
-      data = dict(np.load(_cache_path(env_name, dtype, pol, t, seeds, samples)))
+      path = _cache_path(env_name, dtype, pol, t, seeds, samples)
+      if not os.path.exists(path):  # --cached-only: not measured (yet).
+        log(f'  not measured: {env_name} {dtype} {pol} T={t}')
+        continue
+      data = dict(np.load(path))
       rows.append(dict(env=env_name, dtype=dtype, policy=pol, horizon=t,
                        **_statistics(data, seeds, samples, ref_batches)))
   check = None
@@ -264,10 +270,16 @@ def _gradient_check(estimate, pols, fdtype, seeds, horizon=10, eps=1e-6):
 
 def _statistics(data, seeds, samples, ref_batches):
   """Variance, bias and non-finite fraction of each estimator from one cache file."""
+  # float64: float32 estimates near overflow (1e30) still have a finite variance.
+  data = {k: v.astype(np.float64) if v.dtype.kind == 'f' else v for k, v in data.items()}
   ref_g0 = np.concatenate([data[f'ref{b}_g0'] for b in range(1, ref_batches + 1)])
   ref_g1 = np.concatenate([data[f'ref{b}_g1'] for b in range(1, ref_batches + 1)])
   ref_v0 = np.concatenate([data[f'ref{b}_v0'] for b in range(1, ref_batches + 1)])
   ref_nf0 = np.concatenate([data[f'ref{b}_nf0'] for b in range(1, ref_batches + 1)])
+  ref_nf1 = np.concatenate([data[f'ref{b}_nf1'] for b in range(1, ref_batches + 1)])
+  ref_g0, ref_g1 = ref_g0[ref_nf0 < samples], ref_g1[ref_nf1 < samples]
+  if len(ref_g0) < 2 or len(ref_g1) < 2:
+    ref_g0 = ref_g1 = np.full((2, data['main_g0'].shape[1]), np.nan)
   s_ref = ref_g0.shape[0]
   ref = ref_g0.mean(axis=0)
   ref_var = ref_g0.var(axis=0, ddof=1)
@@ -276,7 +288,8 @@ def _statistics(data, seeds, samples, ref_batches):
   g0, g1 = data['main_g0'], data['main_g1']
   v0, v1 = data['main_v0'], data['main_v1']
   m = samples - data['main_nf0']
-  gamma = GAMMA_FRACTION * ref_norm
+  # No finite reference: nothing can be certified, γ = 0 (zeroth order).
+  gamma = GAMMA_FRACTION * ref_norm if np.isfinite(ref_norm) else 0.0
   ests = {'zeroth': g0, 'first': g1}
   alphas = {}
   for tag, g in (('alpha', np.inf), ('alpha_checked', gamma)):
@@ -289,17 +302,19 @@ def _statistics(data, seeds, samples, ref_batches):
     alphas[tag] = a
     ests[tag] = np.where((a > 0)[:, None], a[:, None] * g1 + (1 - a[:, None]) * g0, g0)
   out = {'num_params': num_params, 'reference_norm': ref_norm, 'gamma': gamma,
-         'reference_samples': int(s_ref * samples - ref_nf0.sum()),
+         'reference_samples': int(len(ref_nf0) * samples - ref_nf0.sum()),
          'reference_first_minus_zeroth': float(np.linalg.norm(ref_g1.mean(0) - ref)),
          'reference_first_minus_zeroth_noise': float(np.sqrt(np.sum(
-             ref_var / s_ref + ref_g1.var(axis=0, ddof=1) / s_ref))),
+             ref_var / s_ref + ref_g1.var(axis=0, ddof=1) / len(ref_g1)))),
          'mean_return': float(np.mean(data['main_value'])),
          'per_sample_var0': float(np.mean(v0) / num_params),
          'per_sample_var1': float(np.mean(v1) / num_params),
          'alpha_mean': float(np.mean(alphas['alpha'])),
          'alpha_checked_mean': float(np.mean(alphas['alpha_checked']))}
   for name, g in ests.items():
-    finite = np.all(np.isfinite(g), axis=1)
+    # A seed whose N rollouts were all screened has no estimate (zeros stand in).
+    screened = data['main_nf1' if name == 'first' else 'main_nf0'] >= samples
+    finite = np.all(np.isfinite(g), axis=1) & ~screened
     var = g[finite].var(axis=0, ddof=1) if finite.sum() > 1 else np.full(num_params, np.nan)
     bias = np.linalg.norm(g[finite].mean(axis=0) - ref) if finite.any() else np.nan
     noise = np.sqrt(np.sum(var / max(finite.sum(), 1) + ref_var / s_ref))
@@ -356,8 +371,10 @@ def _fmt(x):
 
 def _markdown(rows, checks, args, cmd, elapsed):
   md = ['# Rollout gradient estimators: variance and bias against the horizon', '',
-        f'Command: `{cmd}`  ', f'Machine: {MACHINE} (shared with other sessions; '
-        f'wall time {elapsed / 60:.0f} min).  ',
+        f'Command: `{cmd}`  ', f'Machine: {MACHINE} (shared with other sessions; ' +
+        ('this command only reads the measurements cached in runs/gradient_study: the '
+         'commands that measured them are under Notes).  ' if args.cached_only else
+         f'wall time {elapsed / 60:.0f} min).  '),
         f'jax {jax.__version__}; S = {args.seeds} seeds (hopper: {args.hopper_seeds}), '
         f'N = {args.samples} rollouts per estimate, σ = {SIGMA}, reference: '
         f'{args.ref_batches} × S × N further rollouts.', '',
@@ -423,6 +440,10 @@ def main(argv=None):
   parser.add_argument('--ref-batches', type=int, default=2)
   parser.add_argument('--seed-batch', type=int, default=8,
                       help='seeds vmapped at once (memory vs speed)')
+  parser.add_argument('--policies', nargs='+', default=list(POLICIES), choices=POLICIES,
+                      help='which policies to measure, in this order')
+  parser.add_argument('--cached-only', action='store_true',
+                      help='report what runs/gradient_study holds; measure nothing')
   parser.add_argument('--derive-lqr', action='store_true')
   parser.add_argument('--no-write', action='store_true')
   args = parser.parse_args(argv)
@@ -453,7 +474,8 @@ def main(argv=None):
     seeds = args.hopper_seeds if name == 'hopper' else args.seeds
     for dtype in args.dtypes:
       r, c = measure_env(name, dtype == 'float64', tuple(args.horizons), seeds,
-                         args.samples, args.ref_batches, log, args.seed_batch)
+                         args.samples, args.ref_batches, log, args.seed_batch,
+                         args.cached_only, tuple(args.policies))
       rows += r
       checks[name] = c or checks.get(name)
   elapsed = time.time() - t0

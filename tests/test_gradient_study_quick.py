@@ -48,6 +48,7 @@ def test_statistics_of_a_known_sample():
   import argparse
   rows = [dict(env='inverted_pendulum', dtype='float32', policy=pol, horizon=t, **s)
           for pol in ('stabilising', 'random') for t in (10, 50)]
-  args = argparse.Namespace(seeds=seeds, hopper_seeds=seeds, samples=samples, ref_batches=1)
+  args = argparse.Namespace(seeds=seeds, hopper_seeds=seeds, samples=samples, ref_batches=1,
+                           cached_only=False)
   md = '\n'.join(gradient_study._markdown(rows, {}, args, 'cmd', 60.0))
   assert '| stabilising | float32 | 10 |' in md and '| 0.0005 |' in md.replace('5e-04', '0.0005')
