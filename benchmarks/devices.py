@@ -1,7 +1,7 @@
 """1 vs 4 host devices: how far apart are the runs, and does always vmapping make them identical?
 
   XLA_FLAGS=--xla_force_host_platform_device_count=4 python -m benchmarks.devices \
-      [--agent sac] [--evaluations 8] [--always-vmap]
+      [--agent sac|all] [--evaluations 8] [--always-vmap]
 
 Trains the agent's tiny contract config (tests/agents/test_contract.py) with 4 seeds on
 1 device and on 4 devices for `--evaluations` intervals and prints, as one JSON line,
@@ -36,13 +36,20 @@ def _always_vmap_program(self, fn, donate):
 
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  p.add_argument("--agent", default="sac")
+  p.add_argument("--agent", default="sac", help="a registered agent, or 'all' (one line each)")
   p.add_argument("--evaluations", type=int, default=8)
   p.add_argument("--always-vmap", action="store_true")
   args = p.parse_args(argv)
   assert len(jax.devices()) >= 4, "set XLA_FLAGS=--xla_force_host_platform_device_count=4"
   if args.always_vmap:
     training.Trainer._program = _always_vmap_program  # pylint: disable=protected-access
+  for agent in contract.AGENTS if args.agent == "all" else (args.agent,):
+    _compare(agent, args)
+
+
+def _compare(agent, args):
+  """Train `agent` on 1 and on 4 devices and print how far apart the runs are."""
+  args = argparse.Namespace(**{**vars(args), "agent": agent})
   runs = {}
   for n in (1, 4):
     start = time.time()
