@@ -33,7 +33,7 @@ identify (distinct regions or directions, as the discriminators of Gregor et
 al.'s VIC, 2016) or for options that do not persist (c → 0).
 Either way a single option used everywhere also closes the gap (the bound's
 "posterior collapse"); `learn_selection=False` fixes q(o|s) = 1/O, which rules
-that out: what is left to learn is when each option ends (c) and what it does.
+that out, and `learn_continuation=False` fixes c, which rules out c → 0.
 
   π0:      uniform (discrete), N(0, I) in pre-tanh space (continuous), as in klpg.
   V:       V(s_t, o_{t−1}), one head per previous option and one for "none"
@@ -102,6 +102,7 @@ class OptionsConfig:
   reverse_previous_option: bool = True  # q̃(o_t | o_{t−1}, s_t, a_t); False: q̃(o_t | s_t, a_t)
   continue_bias: float = 2.0  # added to the continuation logits (c ≈ 0.88 at init)
   learn_selection: bool = True  # False: q(o|s) = 1/O, a fixed prior over options
+  learn_continuation: bool = True  # False: c(s, o) = sigmoid(continue_bias), fixed
   max_importance_weight: Optional[float] = 1.0  # ρ̄ of w = min(ρ̄, p/μ); None: w = 1
   reward_scale: float = 1.0
   normalize_observations: bool = True
@@ -157,11 +158,12 @@ class Heads(NamedTuple):
 
 
 def make_heads(num_options: int, action_size: int, discrete: bool, continue_bias: float,
-               learn_selection: bool = True):
+               learn_selection: bool = True, learn_continuation: bool = True):
   """(output size, split): the actor MLP's output [..., size] -> `Heads`.
 
-  With `learn_selection=False` the option selection is the uniform q(o|s) = 1/O
-  (its logits in the output are ignored).
+  With `learn_selection=False` the option selection is the uniform q(o|s) = 1/O,
+  with `learn_continuation=False` c = sigmoid(continue_bias) (the outputs' logits
+  are then ignored).
   """
   per_option = action_size if discrete else 2 * action_size
   size = num_options * (per_option + 2)
@@ -174,7 +176,10 @@ def make_heads(num_options: int, action_size: int, discrete: bool, continue_bias
     if not learn_selection:
       logits = jnp.zeros_like(logits)
     log_selection = jax.nn.log_softmax(logits, axis=-1)
-    continue_prob = jax.nn.sigmoid(rest[..., num_options:] + continue_bias)
+    c_logits = rest[..., num_options:]
+    if not learn_continuation:
+      c_logits = jnp.zeros_like(c_logits)
+    continue_prob = jax.nn.sigmoid(c_logits + continue_bias)
     if discrete:
       intra = jax.nn.log_softmax(intra, axis=-1)
     else:
@@ -331,7 +336,7 @@ def make(config: OptionsConfig, env_spec: Any) -> base.Agent:
   obs_size, action_size = int(env_spec.observation_size), int(env_spec.action_size)
   num_options = config.num_options
   out_size, split = make_heads(num_options, action_size, discrete, config.continue_bias,
-                               config.learn_selection)
+                               config.learn_selection, config.learn_continuation)
   actor_net = networks.MLP(tuple(config.hidden), out_size)
   reverse_net = networks.MLP(tuple(config.hidden), (num_options + 1) * num_options)
   value_net = networks.MLP(tuple(config.hidden), num_options + 1)

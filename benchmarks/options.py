@@ -57,6 +57,9 @@ VARIANTS = {
         dict(reverse_model=True, reverse_previous_option=False), "mf"),
     "mean-field reverse model, uniform option selection q(o|s) = 1/O": (
         dict(reverse_model=True, reverse_previous_option=False, learn_selection=False), "mfu"),
+    "mean-field, uniform selection, fixed c = sigmoid(3) = 0.95, tau 0.05": (
+        dict(reverse_model=True, reverse_previous_option=False, learn_selection=False,
+             learn_continuation=False, continue_bias=3.0, temperature=0.05), "mfuc"),
 }
 #: Brax inverted_pendulum: both agents get 102,400 env steps per seed and evaluate every
 #: 10,240 (10 evaluations). options: 32 envs x T = 32 per rollout, 4 epochs x 4 minibatches

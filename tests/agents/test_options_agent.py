@@ -35,7 +35,8 @@ CONFIGS = {  # (discrete?, config): one compilation each
         discount=0.9, td_lambda=0.7, max_importance_weight=1.5)),
     "continuous, mean-field q, uniform selection": (False, options.OptionsConfig(
         num_options=O, hidden=(8,), temperature=0.5, max_grad_norm=None,
-        reverse_previous_option=False, learn_selection=False, reverse_lr=1e-2)),
+        reverse_previous_option=False, learn_selection=False, learn_continuation=False,
+        reverse_lr=1e-2)),
 }
 
 
@@ -90,7 +91,8 @@ def _reference_update(cfg, spec, state, batch):
     intra = out[..., :O * per].reshape(B, T, O, per)
     sel = out[..., O * per:O * per + O] * (1.0 if cfg.learn_selection else 0.0)
     q = jnp.exp(sel) / jnp.sum(jnp.exp(sel), -1, keepdims=True)
-    c = 1.0 / (1.0 + jnp.exp(-(out[..., O * per + O:] + cfg.continue_bias)))
+    c_logit = out[..., O * per + O:] * (1.0 if cfg.learn_continuation else 0.0)
+    c = 1.0 / (1.0 + jnp.exp(-(c_logit + cfg.continue_bias)))
     c_prev = jnp.where(first, 0.0, jnp.sum(c * one_hot(jnp.maximum(prev, 0), O), -1))
     p_opt = c_prev[..., None] * one_hot(prev, O) + (1 - c_prev[..., None]) * q  # [B, T, O]
     lp_o = jnp.log(jnp.sum(p_opt * one_hot(o, O), -1))
