@@ -362,7 +362,7 @@ def markdown(payload):
       lines += ["", f"* {name}: loop {res['train']}; agent {res['agent_config']}"]
     lines.append("")
   lines += ["Plot: options.png (top: learning curves; below: P(option | cell) per seed and "
-            "option for every variant (rev, mf, mfu), with each option's share of the "
+            "option for every variant, with each option's share of the "
             "steps, mean duration and most likely action).", ""]
   return "\n".join(lines)
 
