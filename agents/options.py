@@ -34,6 +34,8 @@ al.'s VIC, 2016) or for options that do not persist (c → 0).
 Either way a single option used everywhere also closes the gap (the bound's
 "posterior collapse"); `learn_selection=False` fixes q(o|s) = 1/O, which rules
 that out, and `learn_continuation=False` fixes c, which rules out c → 0.
+On four rooms none of these four settings made the options distinct
+(benchmarks/results/options.md).
 
   π0:      uniform (discrete), N(0, I) in pre-tanh space (continuous), as in klpg.
   V:       V(s_t, o_{t−1}), one head per previous option and one for "none"
