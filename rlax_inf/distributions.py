@@ -20,6 +20,7 @@ import distrax
 import jax
 import jax.numpy as jnp
 
+from rlax_inf import _checks
 from rlax_inf import values
 
 Array = chex.Array
@@ -226,9 +227,14 @@ def decoupled_gaussian_kl(
   Returns:
     (KL_μ, KL_σ), two scalars.
   """
-  chex.assert_rank([loc_old, scale_old, loc, scale], 1)
-  chex.assert_equal_shape([loc_old, scale_old, loc, scale])
-  chex.assert_type([loc_old, scale_old, loc, scale], float)
+  _checks.check_args(
+      ("loc_old", loc_old, 1, None), ("scale_old", scale_old, 1, None), ("loc", loc, 1, None),
+      ("scale", scale, 1, None))
+  _checks.check_same_shape(
+      ("loc_old", loc_old), ("scale_old", scale_old), ("loc", loc), ("scale", scale))
+  _checks.check_args(
+      ("loc_old", loc_old, None, float), ("scale_old", scale_old, None, float),
+      ("loc", loc, None, float), ("scale", scale, None, float))
   loc_old = jax.lax.stop_gradient(loc_old)
   scale_old = jax.lax.stop_gradient(scale_old)
   kl_mean = 0.5 * jnp.sum(jnp.square((loc - loc_old) / scale_old))
@@ -259,8 +265,13 @@ def decoupled_gaussian_log_prob(
     The decoupled log-likelihoods [N].
   """
   chex.assert_rank(actions, 2, custom_message="`actions` must be [N, D]")
-  chex.assert_rank([loc_old, scale_old, loc, scale], 1)
-  chex.assert_type([actions, loc_old, scale_old, loc, scale], float)
+  _checks.check_args(
+      ("loc_old", loc_old, 1, None), ("scale_old", scale_old, 1, None), ("loc", loc, 1, None),
+      ("scale", scale, 1, None))
+  _checks.check_args(
+      ("actions", actions, None, float), ("loc_old", loc_old, None, float),
+      ("scale_old", scale_old, None, float), ("loc", loc, None, float),
+      ("scale", scale, None, float))
   loc_old = jax.lax.stop_gradient(loc_old)
   scale_old = jax.lax.stop_gradient(scale_old)
   fit_mean = distrax.MultivariateNormalDiag(loc, scale_old).log_prob(actions)

@@ -24,6 +24,7 @@ import chex
 import jax
 import jax.numpy as jnp
 
+from rlax_inf import _checks
 from rlax_inf import estimators
 from rlax_inf import values
 from rlax_inf._checks import check_samples as _check_samples
@@ -377,6 +378,8 @@ def kl_temperature_loss(
                    custom_message="`log_pi` and `log_prior` must be [N]")
   chex.assert_equal_shape([log_pi, log_prior],
                           custom_message="`log_prior` must match `log_pi`")
-  chex.assert_type([log_alpha, log_pi, log_prior], float)
+  _checks.check_args(
+      ("log_alpha", log_alpha, None, float), ("log_pi", log_pi, None, float),
+      ("log_prior", log_prior, None, float))
   kl = jnp.mean(jax.lax.stop_gradient(log_pi - log_prior))
   return jnp.exp(log_alpha) * (target_kl - kl)

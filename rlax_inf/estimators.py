@@ -109,9 +109,12 @@ def trajectory_log_weights(
   Returns:
     The scalar log weight.
   """
-  chex.assert_rank([r_t, log_pi_t, log_prior_t], 1)
-  chex.assert_equal_shape([r_t, log_pi_t, log_prior_t])
-  chex.assert_type([r_t, log_pi_t, log_prior_t], float)
+  _checks.check_args(
+      ("r_t", r_t, 1, None), ("log_pi_t", log_pi_t, 1, None), ("log_prior_t", log_prior_t, 1, None))
+  _checks.check_same_shape(("r_t", r_t), ("log_pi_t", log_pi_t), ("log_prior_t", log_prior_t))
+  _checks.check_args(
+      ("r_t", r_t, None, float), ("log_pi_t", log_pi_t, None, float),
+      ("log_prior_t", log_prior_t, None, float))
   _checks.check_temperature(temperature)
   tau = jnp.asarray(temperature, r_t.dtype)
   total = jnp.sum(r_t)
@@ -166,9 +169,9 @@ def score_function_surrogate(
   Returns:
     The scalar surrogate.
   """
-  chex.assert_rank([log_prob, cost], 1)
+  _checks.check_args(("log_prob", log_prob, 1, None), ("cost", cost, 1, None))
   chex.assert_equal_shape([log_prob, cost], custom_message="`log_prob` and `cost` must match")
-  chex.assert_type([log_prob, cost], float)
+  _checks.check_args(("log_prob", log_prob, None, float), ("cost", cost, None, float))
   cost = jax.lax.stop_gradient(cost)
   if baseline is None:
     baseline = leave_one_out_baseline(cost)

@@ -15,6 +15,7 @@ import chex
 import jax
 import jax.numpy as jnp
 
+from rlax_inf import _checks
 from rlax_inf import divergences
 from rlax_inf._checks import check_samples as _check_samples
 from rlax_inf._checks import check_temperature as _check_temperature
@@ -64,10 +65,14 @@ def kl_regularized_pg_loss(
     The scalar surrogate loss (its gradient is the estimator; its value is
     not a meaningful objective).
   """
-  chex.assert_rank([log_pi_t, kl_t, r_t, discount_t], 1)
+  _checks.check_args(
+      ("log_pi_t", log_pi_t, 1, None), ("kl_t", kl_t, 1, None), ("r_t", r_t, 1, None),
+      ("discount_t", discount_t, 1, None))
   chex.assert_equal_shape([log_pi_t, kl_t, r_t, discount_t],
                           custom_message="`log_pi_t`, `kl_t`, `r_t`, `discount_t` must match")
-  chex.assert_type([log_pi_t, kl_t, r_t, discount_t], float)
+  _checks.check_args(
+      ("log_pi_t", log_pi_t, None, float), ("kl_t", kl_t, None, float), ("r_t", r_t, None, float),
+      ("discount_t", discount_t, None, float))
   _check_temperature(temperature)
   tau = jnp.asarray(temperature, r_t.dtype)
   reg_t = jnp.where(tau > 0, tau * jax.lax.stop_gradient(kl_t), 0.0)
@@ -145,7 +150,9 @@ def swap_prior(
   Returns:
     The new prior parameters.
   """
-  chex.assert_trees_all_equal_structs(prior_params, policy_params)
+  chex.assert_trees_all_equal_structs(
+      prior_params, policy_params,
+      custom_message="`prior_params` and `policy_params` must be pytrees of one structure")
   swap = jnp.asarray(step) % period == 0
   return jax.tree_util.tree_map(
       lambda old, new: jnp.where(swap, jax.lax.stop_gradient(new), old),

@@ -18,6 +18,7 @@ import chex
 import jax
 import jax.numpy as jnp
 
+from rlax_inf import _checks
 from rlax_inf import divergences
 from rlax_inf import values
 from rlax_inf._checks import check_samples as _check_samples
@@ -108,10 +109,10 @@ def mpo_m_step_loss(log_pi: Array, weights: Array) -> Array:
   Returns:
     The scalar loss.
   """
-  chex.assert_rank([log_pi, weights], 1)
+  _checks.check_args(("log_pi", log_pi, 1, None), ("weights", weights, 1, None))
   chex.assert_equal_shape([log_pi, weights],
                           custom_message="`weights` must match `log_pi`")
-  chex.assert_type([log_pi, weights], float)
+  _checks.check_args(("log_pi", log_pi, None, float), ("weights", weights, None, float))
   return divergences.weighted_nll(jax.lax.stop_gradient(weights), log_pi)
 
 
@@ -135,7 +136,7 @@ def lagrange_penalty(
     (kl_loss, alpha_loss), two scalars.
   """
   chex.assert_rank(kl, {0, 1}, custom_message="`kl` must be [] or [D]")
-  chex.assert_type([kl, alpha], float)
+  _checks.check_args(("kl", kl, None, float), ("alpha", alpha, None, float))
   alpha = projection(alpha)
   kl_loss = jax.lax.stop_gradient(alpha) * kl
   alpha_loss = alpha * (epsilon - jax.lax.stop_gradient(kl))

@@ -74,10 +74,10 @@ def _lse(x: Array, axis: int) -> Array:
 
 
 def _check_trajectory(log_pi_a_t, log_initial_option, continue_prob_t, log_option_policy_t):
-  chex.assert_rank([log_pi_a_t, log_initial_option, continue_prob_t, log_option_policy_t],
-                   [2, 1, 2, 2])
-  chex.assert_type([log_pi_a_t, log_initial_option, continue_prob_t, log_option_policy_t],
-                   float)
+  _checks.check_args(
+      ("log_pi_a_t", log_pi_a_t, 2, float), ("log_initial_option", log_initial_option, 1, float),
+      ("continue_prob_t", continue_prob_t, 2, float),
+      ("log_option_policy_t", log_option_policy_t, 2, float))
   chex.assert_equal_shape([log_pi_a_t, continue_prob_t, log_option_policy_t],
                           custom_message="`log_pi_a_t`, `continue_prob_t` and "
                           "`log_option_policy_t` must all be [T, O]")
@@ -92,8 +92,8 @@ def _check_options(o_t, num_steps):
 
 
 def _check_chain(log_initial, log_transition_t):
-  chex.assert_rank([log_initial, log_transition_t], [1, 3])
-  chex.assert_type([log_initial, log_transition_t], float)
+  _checks.check_args(
+      ("log_initial", log_initial, 1, float), ("log_transition_t", log_transition_t, 3, float))
   num_options = log_initial.shape[0]
   chex.assert_shape(log_transition_t, (None, num_options, num_options),
                     custom_message="`log_transition_t` must be [T, O, O] for `log_initial` [O]")
@@ -174,9 +174,11 @@ def option_transition_log_probs(
   Returns:
     Normalised log-probabilities [O].
   """
-  chex.assert_rank([o_tm1, continue_prob_t, log_option_policy_t], [0, 1, 1])
-  chex.assert_type([o_tm1, continue_prob_t, log_option_policy_t], [int, float, float])
-  chex.assert_equal_shape([continue_prob_t, log_option_policy_t])
+  _checks.check_args(
+      ("o_tm1", o_tm1, 0, int), ("continue_prob_t", continue_prob_t, 1, float),
+      ("log_option_policy_t", log_option_policy_t, 1, float))
+  _checks.check_same_shape(
+      ("continue_prob_t", continue_prob_t), ("log_option_policy_t", log_option_policy_t))
   c = continue_prob_t[o_tm1]
   num_options = log_option_policy_t.shape[0]
   stay = jnp.where(jnp.arange(num_options) == o_tm1, _safe_log(c), -jnp.inf)
@@ -219,9 +221,11 @@ def sample_option(
   Returns:
     (o_t, log π(· | s_t, o_{t−1}) [O]); the log-probs carry gradients to c and q.
   """
-  chex.assert_rank([o_tm1, continue_prob_t, log_option_policy_t], [0, 1, 1])
-  chex.assert_type([o_tm1, continue_prob_t, log_option_policy_t], [int, float, float])
-  chex.assert_equal_shape([continue_prob_t, log_option_policy_t])
+  _checks.check_args(
+      ("o_tm1", o_tm1, 0, int), ("continue_prob_t", continue_prob_t, 1, float),
+      ("log_option_policy_t", log_option_policy_t, 1, float))
+  _checks.check_same_shape(
+      ("continue_prob_t", continue_prob_t), ("log_option_policy_t", log_option_policy_t))
   c = jnp.where(jnp.asarray(new_episode), jnp.zeros_like(continue_prob_t), continue_prob_t)
   log_probs = option_transition_log_probs(o_tm1, c, log_option_policy_t)
   o_t = jax.random.categorical(key, jax.lax.stop_gradient(log_probs)).astype(jnp.int32)
@@ -365,10 +369,14 @@ def sample_options(
     >>> o.tolist(), float(log_p.sum())
     ([0, 0, 0, 0], 0.0)
   """
-  chex.assert_rank([log_initial_option, continue_prob_t, log_option_policy_t], [1, 2, 2])
-  chex.assert_type([log_initial_option, continue_prob_t, log_option_policy_t], float)
-  chex.assert_equal_shape([continue_prob_t, log_option_policy_t])
-  chex.assert_equal_shape([continue_prob_t[0], log_initial_option])
+  _checks.check_args(
+      ("log_initial_option", log_initial_option, 1, float),
+      ("continue_prob_t", continue_prob_t, 2, float),
+      ("log_option_policy_t", log_option_policy_t, 2, float))
+  _checks.check_same_shape(
+      ("continue_prob_t", continue_prob_t), ("log_option_policy_t", log_option_policy_t))
+  _checks.check_same_shape(
+      ("continue_prob_t[0]", continue_prob_t[0]), ("log_initial_option", log_initial_option))
   return _sample_chain(key, log_initial_option,
                        _log_transition_matrices(continue_prob_t, log_option_policy_t))
 
@@ -667,8 +675,9 @@ def options_augmented_rewards(
     >>> [round(float(x), 4) for x in b]  # 1 − 0.5 (log 0.9 − log 1)
     [1.0, 1.0527]
   """
-  chex.assert_rank([r_t, kl_t, o_t, log_option_probs_t], [1, 1, 1, 2])
-  chex.assert_type([r_t, kl_t, o_t, log_option_probs_t], [float, float, int, float])
+  _checks.check_args(
+      ("r_t", r_t, 1, float), ("kl_t", kl_t, 1, float), ("o_t", o_t, 1, int),
+      ("log_option_probs_t", log_option_probs_t, 2, float))
   chex.assert_equal_shape([r_t, kl_t, o_t, log_option_probs_t[:, 0]],
                           custom_message="`r_t`, `kl_t`, `o_t` must be [T] and "
                           "`log_option_probs_t` [T, O]")
@@ -733,8 +742,7 @@ def options_bound_surrogate(
     >>> bool(g[0] > 0 > g[1])
     True
   """
-  chex.assert_rank([bound_t, log_prob_o_t], 2)
-  chex.assert_type([bound_t, log_prob_o_t], float)
+  _checks.check_args(("bound_t", bound_t, 2, float), ("log_prob_o_t", log_prob_o_t, 2, float))
   chex.assert_equal_shape([bound_t, log_prob_o_t],
                           custom_message="`bound_t` and `log_prob_o_t` must both be [K, T]")
   log_prob = jnp.sum(log_prob_o_t, axis=1)
@@ -770,8 +778,7 @@ def options_iwae_surrogate(log_w: Array, log_q: Array) -> Array:
   Returns:
     The scalar surrogate; its value is `iwae_bound(log_w)`. Ascend it.
   """
-  chex.assert_rank([log_w, log_q], 1)
-  chex.assert_type([log_w, log_q], float)
+  _checks.check_args(("log_w", log_w, 1, float), ("log_q", log_q, 1, float))
   chex.assert_equal_shape([log_w, log_q], custom_message="`log_w` and `log_q` must both be [K]")
   k = log_w.shape[0]
   # The value of `rlax_inf.iwae_bound`, with a NaN-free gradient when every log w is −inf.

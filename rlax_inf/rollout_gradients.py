@@ -107,7 +107,7 @@ def _check_non_negative(value, name):
 
 
 def _check_mixing(bias_threshold, z):
-  chex.assert_rank([bias_threshold, z], 0)
+  _checks.check_args(("bias_threshold", bias_threshold, 0, None), ("z", z, 0, None))
   _check_non_negative(bias_threshold, 'bias_threshold')
   _check_non_negative(z, 'z')
 

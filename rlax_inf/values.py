@@ -217,7 +217,7 @@ def kl(log_p: Array, log_q: Array) -> Array:
   Returns:
     The scalar KL divergence in nats.
   """
-  chex.assert_rank([log_p, log_q], 1)
+  _checks.check_args(("log_p", log_p, 1, None), ("log_q", log_q, 1, None))
   chex.assert_equal_shape([log_p, log_q], custom_message="`log_p` and `log_q` must match")
-  chex.assert_type([log_p, log_q], float)
+  _checks.check_args(("log_p", log_p, None, float), ("log_q", log_q, None, float))
   return _xlogy_terms(log_p, log_p - log_q)

@@ -11,6 +11,7 @@ import chex
 import jax
 import jax.numpy as jnp
 
+from rlax_inf import _checks
 from rlax_inf import divergences
 from rlax_inf._checks import check_samples as _check_samples
 from rlax_inf._checks import check_temperature as _check_temperature
@@ -80,7 +81,8 @@ def virel_critic_loss(q_tm1: Array, r_t: Array, discount_t: Array, q_t: Array) -
   Returns:
     The scalar loss.
   """
-  chex.assert_rank([q_tm1, r_t, discount_t, q_t], 0)
-  chex.assert_type([q_tm1, r_t, discount_t, q_t], float)
+  _checks.check_args(
+      ("q_tm1", q_tm1, 0, float), ("r_t", r_t, 0, float), ("discount_t", discount_t, 0, float),
+      ("q_t", q_t, 0, float))
   target = jax.lax.stop_gradient(r_t + discount_t * q_t)
   return 0.5 * jnp.square(target - q_tm1)
