@@ -76,3 +76,17 @@ def tiny():
   """The helpers above as one fixture (tests can't import conftest under importlib mode)."""
   return types.SimpleNamespace(sets=TINY_SETS, steps=TINY_STEPS, train_config=tiny_train_config,
                                env=cli_env, cmd=cli_cmd, train_argv=train_argv)
+
+
+# The single-seed comparison of the contract runs in the default suite for one agent of
+# each loop and action space and the recurrent options agent (~40 CPU s per agent); the
+# other agents' cases are marked slow (make test-slow) to keep CI within its time.
+VMAP_DEFAULT_AGENTS = ("sac", "sql", "klpg", "options")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items):
+  for item in items:
+    if item.originalname == "test_vmapped_seed_equals_the_single_run":
+      if item.callspec.params.get("two_seed_run") not in VMAP_DEFAULT_AGENTS:
+        item.add_marker(pytest.mark.slow)

@@ -146,6 +146,7 @@ def two_seed_run(request):
 
 
 def test_vmapped_seed_equals_the_single_run(two_seed_run):
+  # Slow (make test-slow) except for the agents in conftest.VMAP_DEFAULT_AGENTS.
   name, _, ts, history = two_seed_run
   single_ts, single = training.train(tiny_config(name, num_seeds=1, seed=1), name, small(name))
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a[1], b[0], **TOL),
@@ -175,7 +176,9 @@ def test_checkpoint_round_trip_then_training_goes_on(two_seed_run, tmp_path):
 
 
 @pytest.mark.parametrize("name", AGENTS)
-@pytest.mark.parametrize("env", ["gridworld", "four_rooms", "cartpole", "pendulum"])
+@pytest.mark.parametrize(
+    "env", ["gridworld", pytest.param("four_rooms", marks=pytest.mark.slow), "cartpole",
+            "pendulum"])
 def test_pure_jax_families_train_through_a_checkpoint_or_refuse(name, env, tmp_path):
   entry = registry.get(name)
   spec = envs.registry()[env]

@@ -136,6 +136,7 @@ def test_batch_step_equals_vmapped_step():
                                                        atol=1e-5), out, ref)
 
 
+@pytest.mark.slow  # ~55 CPU s; benchmarks/envs_gradients covers every env and backend
 def test_gradients_finite_and_match_finite_differences():
   """d(pole angle after 3 steps)/d(actions): finite and ≈ central differences.
 
