@@ -7,7 +7,7 @@ An agent's update then reads as orchestration: compute losses, step each
 optimiser.
 """
 
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import jax
 import optax
@@ -34,3 +34,10 @@ def make_step(loss_fn: Callable[..., Any], optimizer: optax.GradientTransformati
     return value, optax.apply_updates(params, updates), opt_state
 
   return step
+
+
+def adam(lr: float, max_grad_norm: Optional[float] = None) -> optax.GradientTransformation:
+  """Adam at `lr`, after clipping the global gradient norm to `max_grad_norm` (None: no clip)."""
+  if max_grad_norm is None:
+    return optax.adam(lr)
+  return optax.chain(optax.clip_by_global_norm(max_grad_norm), optax.adam(lr))

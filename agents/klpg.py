@@ -59,7 +59,6 @@ import distrax
 import flax.struct
 import jax
 import jax.numpy as jnp
-import optax
 
 import rlax_inf
 from rlax_inf.agents import _tanh_normal as tanh_normal
@@ -270,12 +269,6 @@ def make_losses(config: KLPGConfig, policy: Policy, value_net: networks.MLP):
   return policy_loss, value_loss
 
 
-def _optimizer(lr: float, max_grad_norm: Optional[float]) -> optax.GradientTransformation:
-  if max_grad_norm is None:
-    return optax.adam(lr)
-  return optax.chain(optax.clip_by_global_norm(max_grad_norm), optax.adam(lr))
-
-
 def make(config: KLPGConfig, env_spec: Any) -> base.Agent:
   """The KL-regularised policy gradient agent for `env_spec`.
 
@@ -294,8 +287,8 @@ def make(config: KLPGConfig, env_spec: Any) -> base.Agent:
   else:
     policy = tanh_gaussian_policy(config.hidden, action_size)
   value_net = networks.MLP(tuple(config.hidden), 1)
-  actor_tx = _optimizer(config.policy_lr, config.max_grad_norm)
-  value_tx = _optimizer(config.value_lr, config.max_grad_norm)
+  actor_tx = gradients.adam(config.policy_lr, config.max_grad_norm)
+  value_tx = gradients.adam(config.value_lr, config.max_grad_norm)
   policy_loss, value_loss = make_losses(config, policy, value_net)
   policy_step = gradients.make_step(policy_loss, actor_tx, has_aux=True)
   value_step = gradients.make_step(value_loss, value_tx, has_aux=True)

@@ -316,12 +316,6 @@ def make_losses(config: OptionsConfig, actor_net, reverse_net, value_net, split,
   return policy_loss, value_loss, value_heads
 
 
-def _optimizer(lr: float, max_grad_norm: Optional[float]) -> optax.GradientTransformation:
-  if max_grad_norm is None:
-    return optax.adam(lr)
-  return optax.chain(optax.clip_by_global_norm(max_grad_norm), optax.adam(lr))
-
-
 def make(config: OptionsConfig, env_spec: Any) -> base.Agent:
   """The options agent for `env_spec` (categorical or tanh-Gaussian intra-option policies).
 
@@ -343,10 +337,10 @@ def make(config: OptionsConfig, env_spec: Any) -> base.Agent:
   reverse_net = networks.MLP(tuple(config.hidden), (num_options + 1) * num_options)
   value_net = networks.MLP(tuple(config.hidden), num_options + 1)
   policy_tx = optax.multi_transform(
-      {"actor": _optimizer(config.policy_lr, config.max_grad_norm),
-       "reverse": _optimizer(config.reverse_lr, config.max_grad_norm)},
+      {"actor": gradients.adam(config.policy_lr, config.max_grad_norm),
+       "reverse": gradients.adam(config.reverse_lr, config.max_grad_norm)},
       ("actor", "reverse"))
-  value_tx = _optimizer(config.value_lr, config.max_grad_norm)
+  value_tx = gradients.adam(config.value_lr, config.max_grad_norm)
   policy_loss, value_loss, value_heads = make_losses(
       config, actor_net, reverse_net, value_net, split, discrete, action_size)
   policy_step = gradients.make_step(policy_loss, policy_tx, has_aux=True)
