@@ -11,8 +11,10 @@ pytree state that holds arrays only (no config, no static fields):
     state, metrics = agent.update(state, batch, key)
 
 `agent.needs` says which loop drives it (off-policy from a replay buffer of
-one-step transitions or length-T sequences, or on-policy from T-step rollouts)
-and which action spaces it serves; nothing is guessed from the agent's config.
+one-step transitions or length-T sequences, on-policy from T-step rollouts, or
+differentiable: H-step windows differentiated through the simulator, whose
+agents read the window's return gradients from the batch, see
+`differentiable`) and which action spaces it serves; nothing is guessed from the agent's config.
 
 Batches are `Transition`s: leading axis [B] for one-step transitions, [B, T]
 for sequences and rollouts (batch-major, time second), with rlax's indexing:
@@ -32,7 +34,8 @@ import jax.numpy as jnp
 
 OFF_POLICY = "off_policy"
 ON_POLICY = "on_policy"
-LOOPS = (OFF_POLICY, ON_POLICY)
+DIFFERENTIABLE = "differentiable"
+LOOPS = (OFF_POLICY, ON_POLICY, DIFFERENTIABLE)
 CONTINUOUS = "continuous"
 DISCRETE = "discrete"
 ACTION_SPACES = (CONTINUOUS, DISCRETE)
@@ -47,9 +50,11 @@ class Needs:
   """What a loop must know about an agent.
 
   Attributes:
-    loop: `OFF_POLICY` (replay buffer) or `ON_POLICY` (fresh rollouts).
+    loop: `OFF_POLICY` (replay buffer), `ON_POLICY` (fresh rollouts) or
+      `DIFFERENTIABLE` (windows differentiated through the simulator).
     sequence_length: off-policy: 1 for one-step transitions, T > 1 for
-      length-T sequences [B, T]; on-policy: the rollout length T.
+      length-T sequences [B, T]; on-policy: the rollout length T;
+      differentiable: the window length H.
     action_space: `CONTINUOUS` (float [A] in the env's box) or `DISCRETE`
       (int32 [] in [0, A)), the one this agent instance was built for.
   """

@@ -12,6 +12,7 @@ import inspect
 import re
 from typing import Any, Callable, Dict, Tuple
 
+from rlax_inf.agents import apg
 from rlax_inf.agents import base
 from rlax_inf.agents import config as config_lib
 from rlax_inf.agents import gcl
@@ -210,3 +211,5 @@ register("gcl", gcl.GCLConfig(), gcl.make, base.OFF_POLICY, (base.CONTINUOUS,),
 register("options", options.OptionsConfig(), options.make, base.ON_POLICY,
          (base.CONTINUOUS, base.DISCRETE),
          "policy over options on the augmented bound with a reverse model (Bartunov)")
+register("apg", apg.APGConfig(), apg.make, base.DIFFERENTIABLE, (base.CONTINUOUS,),
+         "analytic policy gradient through a differentiable simulator (SHAC critic optional)")

@@ -4,8 +4,9 @@ The whole run for one seed is a pure function of a PRNG key (PureJaxRL); the
 seed axis is `jax.vmap`-ed and sharded over devices with `jax.shard_map`, so S
 independent seeds (own keys, buffers, normalisers, parameters) train in one
 program. Which loop runs is the agent's declaration (`agent.needs.loop`):
-`off_policy.Loop` (replay of transitions or sequences) or `on_policy.Loop`
-(rollouts and minibatch epochs). The host sees metrics once per interval; the
+`off_policy.Loop` (replay of transitions or sequences), `on_policy.Loop`
+(rollouts and minibatch epochs) or `differentiable.Loop` (windows
+differentiated through the simulator). The host sees metrics once per interval; the
 train state is donated, so buffers are updated in place.
 
 Seed i of a run uses the key `jax.random.PRNGKey(config.seed + i)`: seed i of a
@@ -21,6 +22,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from rlax_inf import envs
 from rlax_inf.agents import acting
 from rlax_inf.agents import base
+from rlax_inf.agents import differentiable
 from rlax_inf.agents import off_policy
 from rlax_inf.agents import on_policy
 from rlax_inf.agents import registry
@@ -28,7 +30,8 @@ from rlax_inf.agents.config import TrainConfig
 
 #: Keys of the per-interval evaluation metrics (besides step, seed, wall_s).
 EVAL_KEYS = acting.EVAL_KEYS
-_LOOPS = {base.OFF_POLICY: off_policy.Loop, base.ON_POLICY: on_policy.Loop}
+_LOOPS = {base.OFF_POLICY: off_policy.Loop, base.ON_POLICY: on_policy.Loop,
+          base.DIFFERENTIABLE: differentiable.Loop}
 
 
 def make_env(config: TrainConfig):
