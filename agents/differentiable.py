@@ -107,6 +107,9 @@ def window_objective(reward, terminated, done, value, discount):
     window (or a time limit) cuts an episode, summed over steps and envs.
   """
   horizon = reward.shape[0]
+  dtype = jnp.result_type(reward, terminated, done, value, discount)
+  reward, terminated, done, value, discount = (
+      jnp.asarray(x, dtype) for x in (reward, terminated, done, value, discount))
 
   def weight(g, xs):
     done_t, gamma_t = xs
