@@ -146,9 +146,19 @@ def summarise(result: dict) -> dict:
   ret = np.array(result["curves"]["eval_return"])  # [I, S]
   smooth = ema(ret)
   return dict(auc=ret.mean(0).tolist(), final=ret[-3:].mean(0).tolist(),
-              best=ret.max(0).tolist(), smooth_mean=smooth.mean(1).tolist(),
+              best=ret.max(0).tolist(), returns=ret.tolist(),
+              smooth_mean=smooth.mean(1).tolist(),
               smooth_std=smooth.std(1).tolist(), steps=result["steps"],
               partial=result.get("partial", False), wall_s=result["wall_s"])
+
+
+def _diff(a: dict, b: dict) -> dict:
+  """a − b over the evaluations both have (a partial run is compared where it got to)."""
+  n = min(len(a["returns"]), len(b["returns"]))
+  ra, rb = np.array(a["returns"][:n]), np.array(b["returns"][:n])
+  return dict(auc=bootstrap_diff(ra.mean(0), rb.mean(0)),
+              final=bootstrap_diff(ra[-3:].mean(0), rb[-3:].mean(0)),
+              upto_step=int(a["steps"][n - 1]))
 
 
 def compare(summaries: Dict[str, dict], tasks: List[str]) -> dict:
@@ -160,19 +170,18 @@ def compare(summaries: Dict[str, dict], tasks: List[str]) -> dict:
     for b in ("whole", "small"):
       r, f = s.get(f"rkl/{b}/1"), s.get(f"fkl/{b}/{MAIN_N}")
       if r and f:
-        c[f"fkl_minus_rkl_{b}"] = dict(auc=bootstrap_diff(f["auc"], r["auc"]),
-                                       final=bootstrap_diff(f["final"], r["final"]))
+        c[f"fkl_minus_rkl_{b}"] = _diff(f, r)
         # Sample efficiency: env steps for the smoothed mean curve to reach 80% of the
-        # lower of the two final smoothed means (both curves reach it if they end there).
-        level = 0.8 * min(r["smooth_mean"][-1], f["smooth_mean"][-1])
+        # lower of the two final smoothed means (over the evaluations both have).
+        n = min(len(r["steps"]), len(f["steps"]))
+        level = 0.8 * min(r["smooth_mean"][n - 1], f["smooth_mean"][n - 1])
         c[f"steps_to_level_{b}"] = dict(
-            level=level, rkl=steps_to(r["steps"], r["smooth_mean"], level),
-            fkl=steps_to(f["steps"], f["smooth_mean"], level))
+            level=level, rkl=steps_to(r["steps"][:n], r["smooth_mean"][:n], level),
+            fkl=steps_to(f["steps"][:n], f["smooth_mean"][:n], level))
     for d, n in (("rkl", 1), ("fkl", MAIN_N)):
       w, sm = s.get(f"{d}/whole/{n}"), s.get(f"{d}/small/{n}")
       if w and sm:
-        c[f"small_minus_whole_{d}"] = dict(auc=bootstrap_diff(sm["auc"], w["auc"]),
-                                           final=bootstrap_diff(sm["final"], w["final"]))
+        c[f"small_minus_whole_{d}"] = _diff(sm, w)
     out[t] = c
   return out
 
@@ -257,8 +266,8 @@ def table(summaries: Dict[str, dict], grid: List[Setting]) -> List[str]:
 
 
 def comparison_lines(comp: dict) -> List[str]:
-  lines = ["| task | comparison | Δ mean return over the run [95% CI] | "
-           "Δ final return [95% CI] |", "|---|---|---|---|"]
+  lines = ["| task | comparison | up to env step | Δ mean return over the run [95% CI] | "
+           "Δ final return (last 3 evals) [95% CI] |", "|---|---|---|---|---|"]
   names = {"fkl_minus_rkl_whole": "FKL − RKL, whole-run buffer",
            "fkl_minus_rkl_small": "FKL − RKL, small buffer",
            "small_minus_whole_rkl": "small − whole buffer, RKL",
@@ -266,7 +275,8 @@ def comparison_lines(comp: dict) -> List[str]:
   for t, c in comp.items():
     for k, name in names.items():
       if k in c:
-        lines.append(f"| {t} | {name} | {_ci(c[k]['auc'])} | {_ci(c[k]['final'])} |")
+        lines.append(f"| {t} | {name} | {c[k]['upto_step']:,} | {_ci(c[k]['auc'])} | "
+                     f"{_ci(c[k]['final'])} |")
   for t, c in comp.items():
     for b in ("whole", "small"):
       if f"steps_to_level_{b}" in c:
@@ -326,6 +336,9 @@ def main(argv=None) -> int:
   p.add_argument("--n", type=int, nargs="+", default=list(N_SWEEP),
                  help="SAC-FKL's N values of the sweep on the first task")
   p.add_argument("--report", action="store_true")
+  p.add_argument("--only", nargs="+", default=None, metavar="TASK/DIV/BUFFER/N",
+                 help="train only these settings (e.g. hopper/fkl/small/16); the others "
+                      "are read from the cache if finished")
   p.add_argument("--part", default="0/1", metavar="I/K",
                  help="train only every K-th setting from the I-th (parallel processes "
                       "share the cache; a last --report run tabulates them all)")
@@ -367,12 +380,12 @@ def main(argv=None) -> int:
     compile_cache.configure()
     tasks_def, tasks, seeds, n_sweep, agent_kw, cache = TASKS, args.tasks, args.seeds, \
         args.n, AGENT, CACHE
-    out_dir = None if args.no_write or parts > 1 else (args.out or RESULTS)
+    out_dir = None if args.no_write or parts > 1 or args.only else (args.out or RESULTS)
   grid = settings(tasks, n_sweep)
   t_start = time.time()
   summaries = {}
   for i, st in enumerate(grid):
-    if i % parts != part:
+    if i % parts != part or (args.only and st.key not in args.only):
       continue
     task = tasks_def[st.task]
     train_kw = train_kwargs(task, st, None if args.quick else args.steps)

@@ -103,3 +103,14 @@ def test_grid_order_and_bad_arguments_exit_2(capsys):
   assert bench.main(["--seeds", "1"]) == 2
   assert bench.main(["--steps", "1000", "--report"]) == 2  # small buffer >= the run
   assert "--steps" in capsys.readouterr().err
+
+
+def test_a_partial_run_is_compared_where_it_got_to():
+  steps = [100, 200, 300, 400]
+  full = np.array([[0.0, 0.0], [10.0, 10.0], [20.0, 20.0], [1000.0, 1000.0]])
+  summaries = {"hopper/rkl/whole/1": bench.summarise(_fake(steps, full.tolist())),
+               "hopper/fkl/whole/16": bench.summarise(
+                   _fake(steps[:3], (full[:3] + 5).tolist(), partial=True))}
+  c = bench.compare(summaries, ["hopper"])["hopper"]["fkl_minus_rkl_whole"]
+  assert c["upto_step"] == 300
+  assert c["auc"] == pytest.approx((5.0, 5.0, 5.0)) and c["final"][0] == pytest.approx(5.0)
