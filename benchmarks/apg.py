@@ -45,19 +45,22 @@ MARGIN, MIN_GAIN = 3.0, 200.0
 
 TASK = dict(env="inverted_pendulum_upright", backend="spring", episode_length=1000,
             num_eval_envs=8, fresh_resets=False)
-#: name -> (loop settings, agent settings).
+_APG = dict(hidden=(64, 64), horizon=32, policy_lr=1e-3, max_grad_norm=1.0)
+#: label -> (registry name, loop settings, agent settings).
 AGENTS = {
-    "apg": (dict(num_envs=32, eval_every=8192, total_steps=98_304),
-            dict(hidden=(64, 64), horizon=32, policy_lr=1e-3, max_grad_norm=1.0)),
-    "sac": (dict(num_envs=16, grad_updates_per_step=16, batch_size=256, prefill_steps=2048,
-                 eval_every=5000, total_steps=30_000),
+    "apg": ("apg", dict(num_envs=32, eval_every=8192, total_steps=98_304), _APG),
+    "apg+critic": ("apg", dict(num_envs=32, eval_every=8192, total_steps=98_304),
+                   dict(_APG, critic=True)),
+    "sac": ("sac", dict(num_envs=16, grad_updates_per_step=16, batch_size=256,
+                        prefill_steps=2048, eval_every=5000, total_steps=30_000),
             dict(hidden=(64, 64))),
 }
 QUICK_TASK = dict(env="pendulum", episode_length=50, num_eval_envs=2)
 QUICK_AGENTS = {
-    "apg": (dict(num_envs=4, eval_every=64, total_steps=128), dict(hidden=(8,), horizon=8)),
-    "sac": (dict(num_envs=4, grad_updates_per_step=1, batch_size=16, prefill_steps=32,
-                 eval_every=64, total_steps=32 + 128), dict(hidden=(8,))),
+    "apg": ("apg", dict(num_envs=4, eval_every=64, total_steps=128),
+            dict(hidden=(8,), horizon=8)),
+    "sac": ("sac", dict(num_envs=4, grad_updates_per_step=1, batch_size=16, prefill_steps=32,
+                        eval_every=64, total_steps=32 + 128), dict(hidden=(8,))),
 }
 
 
@@ -74,7 +77,7 @@ def _key(settings):
   return hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
 
 
-def run(name, task, loop_kw, agent_kw, seeds, cache_dir):
+def run(label, name, loop_kw, agent_kw, task, seeds, cache_dir):
   """Train `seeds` seeds of `name` (vmapped), resumable; per evaluation the metrics.
 
   Returns:
@@ -86,7 +89,7 @@ def run(name, task, loop_kw, agent_kw, seeds, cache_dir):
   settings = json.loads(json.dumps(dict(agent=name, train=dataclasses.asdict(cfg),
                                         agent_config=dataclasses.asdict(agent_cfg))))
   os.makedirs(cache_dir, exist_ok=True)
-  path = os.path.join(cache_dir, f"{name}_{cfg.env}_{_key(settings)}")
+  path = os.path.join(cache_dir, f"{label}_{cfg.env}_{_key(settings)}")
   if os.path.exists(path + ".json"):
     with open(path + ".json") as f:
       print(f"  reusing {path}.json", flush=True)
@@ -108,7 +111,7 @@ def run(name, task, loop_kw, agent_kw, seeds, cache_dir):
     ts = trainer.init(trainer.seed_keys())
     initial = training.to_host(trainer.evaluate(ts.agent, ts.key))
     initial = {k: np.asarray(v, np.float64).tolist() for k, v in initial.items()}
-    print(f"  {name} initial eval {np.round(initial['eval_return'], 1)}", flush=True)
+    print(f"  {label} initial eval {np.round(initial['eval_return'], 1)}", flush=True)
   for i in range(len(rows), trainer.schedule.num_intervals):
     ts, metrics = trainer.run_interval(ts)
     metrics = training.to_host(metrics)
@@ -119,7 +122,7 @@ def run(name, task, loop_kw, agent_kw, seeds, cache_dir):
     extra = "  ".join(f"{k} {np.mean(metrics[k]):.3g}" for k in
                       ("window_objective", "policy_std", "nonfinite_skips", "alpha")
                       if k in metrics)
-    print(f"  {name} step {step:>8,}  eval {np.round(metrics['eval_return'], 1)}  [{extra}]  "
+    print(f"  {label} step {step:>8,}  eval {np.round(metrics['eval_return'], 1)}  [{extra}]  "
           f"wall {walls[-1]:.0f} s  cpu {cpus[-1]:.0f} s", flush=True)
     tmp = path + ".partial.tmp"
     with open(tmp, "wb") as f:
@@ -166,7 +169,7 @@ def plot(results, path):
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-  colors = {"apg": "tab:blue", "sac": "tab:orange"}
+  colors = {"apg": "tab:blue", "apg+critic": "tab:green", "sac": "tab:orange"}
   for name, r in results.items():
     init = np.asarray(r["initial"]["eval_return"])
     curve = np.vstack([init[None], np.asarray(r["curves"]["eval_return"])])
@@ -223,20 +226,35 @@ def markdown(results, summ, cmd, seeds):
   return "\n".join(md)
 
 
+class _Parser(argparse.ArgumentParser):
+  """argparse that reports a bad argument in one line (no usage dump), exit code 2."""
+
+  def error(self, message):
+    self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  """Runs (or reads back) the runs; returns the summary, or 2 on bad arguments."""
+  parser = _Parser(prog="benchmarks.apg", description=__doc__.split("\n")[0])
   parser.add_argument("--seeds", type=int, default=4)
-  parser.add_argument("--agents", nargs="+", default=["apg", "sac"], choices=["apg", "sac"])
+  parser.add_argument("--agents", nargs="+", default=list(AGENTS), choices=list(AGENTS))
   parser.add_argument("--quick", action="store_true")
-  args = parser.parse_args(argv)
+  parser.add_argument("--cache", default=None, help="run cache directory (default "
+                      f"{CACHE}, --quick: {CACHE}_quick)")
+  try:
+    args = parser.parse_args(argv)
+    if args.seeds < 1:
+      parser.error(f"--seeds must be >= 1, got {args.seeds}")
+  except SystemExit as e:
+    return e.code
   task, agents = (QUICK_TASK, QUICK_AGENTS) if args.quick else (TASK, AGENTS)
   seeds = 2 if args.quick else args.seeds
-  cache = CACHE + "_quick" if args.quick else CACHE
+  cache = args.cache or (CACHE + "_quick" if args.quick else CACHE)
   compile_cache.configure(os.path.join(cache, "jax_cache"))  # a resumed run skips compiling
   results = {}
-  for name in args.agents:
-    loop_kw, agent_kw = agents[name]
-    results[name] = run(name, task, loop_kw, agent_kw, seeds, cache)
+  for label in args.agents:
+    if label in agents:
+      results[label] = run(label, *agents[label], task, seeds, cache)
   summ = summary(results)
   print(json.dumps(summ, indent=1))
   if args.quick:
@@ -250,4 +268,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-  main()
+  code = main()
+  raise SystemExit(code if isinstance(code, int) else 0)
