@@ -68,7 +68,8 @@ class Loop:
     if agent.initial_carry is not None:
       raise ValueError("the off-policy loop does not carry a recurrent agent's state "
                        "(base.Agent.initial_carry); use the on-policy loop")
-    self.config, self.env, self.agent = config, env, agent
+    # The seed vmap of `training.Trainer` folds into the env batch (acting.SeedFoldedEnv).
+    self.config, self.env, self.agent = config, acting.SeedFoldedEnv(env), agent
     self.sequence_length = agent.needs.sequence_length
     self.schedule = schedule(config, self.sequence_length)
 
@@ -88,7 +89,7 @@ class Loop:
     cfg, sch, env, agent = self.config, self.schedule, self.env, self.agent
     k_agent, k_env, k_prefill, k_loop = jax.random.split(key, 4)
     agent_state = agent.init(k_agent)
-    env_state = jax.vmap(env.reset)(jax.random.split(k_env, cfg.num_envs))
+    env_state = acting.batch_reset(env, jax.random.split(k_env, cfg.num_envs))
     extras = acting.extras_like(agent, agent.policy_params(agent_state), env_state.obs)
     actions = base.random_actions(env.spec, k_prefill, cfg.num_envs)
     example = jax.tree.map(lambda x: x[0], acting.transition(

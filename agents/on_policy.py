@@ -70,12 +70,13 @@ class Loop:
   """The on-policy programs of one seed for `agent` on `env` (see the module doc)."""
 
   def __init__(self, config, env, agent: base.Agent):
-    self.config, self.env, self.agent = config, env, agent
+    # The seed vmap of `training.Trainer` folds into the env batch (acting.SeedFoldedEnv).
+    self.config, self.env, self.agent = config, acting.SeedFoldedEnv(env), agent
     self.schedule = schedule(config, agent.needs.sequence_length)
 
   def init(self, key: jax.Array) -> TrainState:
     k_agent, k_env, k_loop = jax.random.split(key, 3)
-    env_state = jax.vmap(self.env.reset)(jax.random.split(k_env, self.config.num_envs))
+    env_state = acting.batch_reset(self.env, jax.random.split(k_env, self.config.num_envs))
     carry = (None if self.agent.initial_carry is None
              else self.agent.initial_carry(self.config.num_envs))
     return TrainState(agent=self.agent.init(k_agent), env_state=env_state, key=k_loop,

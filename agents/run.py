@@ -288,13 +288,13 @@ def train_run(out: str, agent: str, train_cfg: config_lib.TrainConfig, agent_cfg
           f"; resuming after evaluation {done}" if done else ""))
 
     start = time.time()
-    if ts is None:
+    if done < sch.num_intervals:
       if is_main:
-        report.stage("compiling the init program (reset, prefill), then running it")
+        report.stage("compiling the init and training programs side by side; the first "
+                     "run of a config takes longest, later runs read the compilation cache")
+      trainer.compile(init=ts is None)
+    if ts is None:
       ts = trainer.init(trainer.seed_keys())
-    if is_main and done < sch.num_intervals:
-      report.stage("compiling the training program (one evaluation interval); the first "
-                   "run of a config takes longest, later runs read the compilation cache")
     bar = report.Progress(trainer.total_env_steps,
                           sch.prefill_vector_steps * train_cfg.num_envs
                           + done * trainer.env_steps_per_interval,
@@ -304,7 +304,7 @@ def train_run(out: str, agent: str, train_cfg: config_lib.TrainConfig, agent_cfg
     for evaluation in range(done + 1, sch.num_intervals + 1):
       t0 = time.time()
       bar.start_interval(interval_steps,
-                         f"evaluation {evaluation}/{sch.num_intervals} (compiling first)")
+                         f"evaluation {evaluation}/{sch.num_intervals}")
       ts, metrics = trainer.run_interval(ts)
       metrics = training.to_host(metrics)
       env_steps = training.to_host(ts.env_steps)

@@ -1,6 +1,7 @@
 """Vectorised training: no recompiles, metric shapes, the schedule (the per-agent contract,
 vmapped seed = single run and 1 vs 4 devices included, is tests/agents/test_contract.py)."""
 
+import dataclasses
 import logging
 
 import jax
@@ -61,3 +62,97 @@ def test_schedule_counts():
   assert sch.prefill_vector_steps == 128
   assert sch.interval_vector_steps == 78
   assert (sch.prefill_vector_steps + sch.num_intervals * sch.interval_vector_steps) * 64 >= 50_000
+
+
+def test_evaluation_stops_early_and_equals_the_full_length_scan():
+  # Oracle: the full-length scan `acting.evaluate` used to run, written out here. On
+  # cartpole a fresh sql policy drops the pole within tens of steps, so the while
+  # loop ends long before the 200-step limit; the returns and lengths must not change.
+  from rlax_inf import envs  # pylint: disable=g-import-not-at-top
+  from rlax_inf.agents import acting, registry  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  env = envs.make("cartpole", episode_length=200)
+  entry = registry.get("sql")
+  agent = entry.make(dataclasses.replace(entry.config, hidden=(8,)), env.spec)
+  state = agent.init(jax.random.PRNGKey(1))
+  key = jax.random.PRNGKey(2)
+  n = 3
+
+  def full_scan(state, key):
+    k_reset, k_act = jax.random.split(key)
+    states = jax.vmap(env.reset)(jax.random.split(k_reset, 2 * n))
+    det = jnp.arange(2 * n) < n
+    params = agent.policy_params(state)
+
+    def body(c, k):
+      s, ret, length, fin = c
+      a, _ = agent.act(params, s.obs, k, det)
+      s = env.batch_step(s, a)
+      alive = 1.0 - fin
+      return (s, ret + alive * s.reward, length + alive, jnp.maximum(fin, s.done)), None
+
+    z = jnp.zeros((2 * n,), jnp.float32)
+    (_, ret, length, _), _ = jax.lax.scan(body, (states, z, z, z),
+                                          jax.random.split(k_act, env.spec.episode_length))
+    return ret, length
+
+  ret, length = jax.jit(full_scan)(state, key)
+  got = jax.jit(lambda s, k: acting.evaluate(env, agent, s, k, n))(state, key)
+  assert float(jnp.max(length)) < 100  # the early stop has something to skip
+  np.testing.assert_allclose(got["eval_return"], jnp.mean(ret[:n]), rtol=1e-6)
+  np.testing.assert_allclose(got["eval_length"], jnp.mean(length[:n]))
+  np.testing.assert_allclose(got["eval_return_stochastic"], jnp.mean(ret[n:]), rtol=1e-6)
+  np.testing.assert_allclose(got["eval_length_stochastic"], jnp.mean(length[n:]))
+  # Under vmap over seeds the loop runs until every seed has finished.
+  keys = jax.random.split(key, 2)
+  states = jax.vmap(agent.init)(jax.random.split(jax.random.PRNGKey(3), 2))
+  both = jax.jit(jax.vmap(lambda s, k: acting.evaluate(env, agent, s, k, n)))(states, keys)
+  for i in range(2):
+    r, l = jax.jit(full_scan)(jax.tree.map(lambda x, i=i: x[i], states), keys[i])
+    np.testing.assert_allclose(both["eval_return"][i], jnp.mean(r[:n]), rtol=1e-6)
+    np.testing.assert_allclose(both["eval_length"][i], jnp.mean(l[:n]))
+
+
+def test_seed_folded_env_equals_the_doubly_vmapped_env():
+  # Oracle: plain jax.vmap over seeds of the env's own batch functions.
+  from rlax_inf import envs  # pylint: disable=g-import-not-at-top
+  from rlax_inf.agents import acting  # pylint: disable=g-import-not-at-top
+  env = envs.make("cartpole", episode_length=30)
+  folded = acting.SeedFoldedEnv(env)
+  keys = jax.random.split(jax.random.PRNGKey(0), 3 * 5).reshape(3, 5, 2)
+
+  def run(e, reset):
+    def seed(k):
+      s = reset(e, k)
+      def body(s, t):
+        a = (jnp_arange(5) + t) % 2  # the unbatched action leaf is broadcast over seeds
+        s = e.batch_step(s, a)
+        return s, (s.reward, s.done, s.obs)
+      return jax.lax.scan(body, s, np.arange(40))[1]
+    return jax.jit(jax.vmap(seed))(keys)
+
+  jnp_arange = jax.numpy.arange
+  want = run(env, lambda e, k: jax.vmap(e.reset)(k))
+  got = run(folded, acting.batch_reset)
+  for w, g in zip(want, got):
+    np.testing.assert_array_equal(w, g)
+  assert folded.spec == env.spec
+  # Folded: the step program holds one env batch of seeds × envs (15), not a [3, 5] one.
+  jaxpr = str(jax.make_jaxpr(jax.vmap(lambda s, a: folded.batch_step(s, a)))(
+      jax.vmap(folded.batch_reset)(keys), np.zeros((3, 5), np.int32)))
+  eqns = [line for line in jaxpr.splitlines() if " = " in line]
+  assert any("f32[15]" in line.split(" = ")[0] for line in eqns)
+  doubly = [line for line in eqns if "[3,5" in line.split(" = ")[0] and "reshape" not in line]
+  assert not doubly, doubly
+
+
+def test_compiled_side_by_side_equals_compiled_at_first_call(two_seed_run, tiny):
+  trainer0, _, history = two_seed_run
+  trainer = training.Trainer(trainer0.config, AGENT_CFG, "sac")
+  trainer.compile()
+  assert not hasattr(trainer.init, "_cache_size")  # now the AOT-compiled executables
+  ts = trainer.init(trainer.seed_keys())
+  for want in history[:2]:
+    ts, got = trainer.run_interval(ts)
+    for k, v in jax.device_get(got).items():
+      np.testing.assert_array_equal(v, want[k], err_msg=k)
