@@ -5,9 +5,10 @@
 
 Each side runs in its own fresh Python process (a cold start: imports, env
 construction, compiling and training all count). The clock starts when the
-parent launches the process and stops at the end of the first evaluation in
-which every seed's deterministic eval return reaches the target; the child
-then exits. Ours trains the seeds vmapped in one program; brax.training trains
+parent launches the process and stops at the end of the evaluation at which
+the last seed first reaches the target with its deterministic eval return
+(each seed counts from its first hit, the same on both sides); the child then
+exits. Ours trains the seeds vmapped in one program; brax.training trains
 one seed per `train` call, so its S seeds run one after another in the same
 process and its time is the sum (each call compiles again: brax builds its
 programs inside `train`).
@@ -19,7 +20,9 @@ can use as well as we can), so it measures a second run of the same command.
 
 Settings per side are in `SIDES`; both SAC sides share the network, batch,
 update-to-data ratio, envs, prefill, evaluation interval and eval envs unless a
-side's entry says otherwise. Results: benchmarks/results/time_to_solve.{json,md,png}.
+side's entry says otherwise. Each invocation writes runs/time_to_solve/NAME.{json,md,png}
+(`--out NAME`, default a time stamp); benchmarks/results/time_to_solve.md is the committed
+reading of such runs.
 """
 
 import argparse
@@ -45,7 +48,7 @@ RESULTS = "time_to_solve"
 COMMON = dict(env="inverted_pendulum", backend="generalized", target=950.0, seeds=4,
               max_steps=50_000, num_envs=16, hidden=(64, 64), batch_size=256,
               grad_updates_per_step=16, prefill=2048, eval_every=2048, num_eval_envs=16,
-              episode_length=1000)
+              episode_length=1000, learning_rate=3e-4, polyak=0.005)
 
 SIDES: Dict[str, Dict[str, Any]] = {
     "ours-sac": dict(kind="ours", agent="sac"),
@@ -88,9 +91,11 @@ def _child_ours(spec: Dict[str, Any], t0: float) -> None:
   from rlax_inf.agents import registry, training  # pylint: disable=g-import-not-at-top
   import dataclasses  # pylint: disable=g-import-not-at-top
   entry = registry.get(spec["agent"])
-  agent_sets = dict(spec.get("agent_sets", {}))
-  if "hidden" not in agent_sets:
-    agent_sets["hidden"] = tuple(spec["hidden"])
+  agent_sets = dict(hidden=tuple(spec["hidden"]))
+  if spec["agent"] in ("sac", "sac-fkl"):
+    lr = spec["learning_rate"]
+    agent_sets.update(actor_lr=lr, critic_lr=lr, alpha_lr=lr, polyak=spec["polyak"])
+  agent_sets.update(spec.get("agent_sets", {}))
   agent_cfg = dataclasses.replace(entry.config, **agent_sets)
   cfg = training.TrainConfig(
       env=spec["env"], backend=spec["backend"], num_seeds=spec["seeds"],
@@ -100,16 +105,22 @@ def _child_ours(spec: Dict[str, Any], t0: float) -> None:
       episode_length=spec["episode_length"], fresh_resets=spec.get("fresh_resets", False),
       **spec.get("loop_sets", {}))
   trainer = training.Trainer(cfg, agent_cfg, spec["agent"])
+  trainer.compile()  # init and interval side by side, as the CLI does
   ts = trainer.init(trainer.seed_keys())
   steps = None
+  hit = np.zeros(spec["seeds"], bool)
   for i in range(trainer.schedule.num_intervals):
     ts, m = trainer.run_interval(ts)
     ret = np.asarray(jax.device_get(m["eval_return"]))
     steps = int(np.asarray(jax.device_get(ts.env_steps))[0])
+    hit |= ret >= spec["target"]
     _emit(dict(event="eval", t=time.time() - t0, env_steps=steps, returns=ret.tolist(),
                interval=i))
-    if np.all(ret >= spec["target"]):
-      _emit(dict(event="solved", t=time.time() - t0, env_steps=steps))
+    # Solved as brax.training's side is: every seed has reached the target at one of
+    # its evaluations (brax trains its seeds one after another, each until it hits).
+    if np.all(hit):
+      _emit(dict(event="solved", t=time.time() - t0, env_steps=steps,
+                 all_at_once=bool(np.all(ret >= spec["target"]))))
       return
   _emit(dict(event="unsolved", t=time.time() - t0, env_steps=steps))
 
@@ -156,10 +167,11 @@ def _child_brax(spec: Dict[str, Any], t0: float) -> None:
         sac_train.train(
             environment=env, num_timesteps=spec["max_steps"],
             episode_length=spec["episode_length"], num_envs=spec["num_envs"],
-            num_eval_envs=spec["num_eval_envs"], learning_rate=3e-4, discounting=0.99,
+            num_eval_envs=spec["num_eval_envs"], learning_rate=spec["learning_rate"],
+            discounting=0.99,
             seed=seed, batch_size=spec["batch_size"], num_evals=num_evals,
             normalize_observations=True, min_replay_size=spec["prefill"],
-            max_replay_size=spec["max_steps"],
+            max_replay_size=spec["max_steps"], tau=spec["polyak"],
             grad_updates_per_step=spec["grad_updates_per_step"], deterministic_eval=True,
             network_factory=functools.partial(nets.make_sac_networks,
                                               hidden_layer_sizes=tuple(spec["hidden"])),
@@ -170,7 +182,8 @@ def _child_brax(spec: Dict[str, Any], t0: float) -> None:
         ppo_train.train(
             environment=env, num_timesteps=spec["max_steps"],
             episode_length=spec["episode_length"], num_envs=spec["num_envs"],
-            num_eval_envs=spec["num_eval_envs"], learning_rate=3e-4, discounting=0.97,
+            num_eval_envs=spec["num_eval_envs"], learning_rate=spec["learning_rate"],
+            discounting=0.97,
             entropy_cost=1e-2, unroll_length=spec.get("unroll_length", 5),
             batch_size=spec.get("ppo_batch_size", 64), num_minibatches=4,
             num_updates_per_batch=4, reward_scaling=spec.get("reward_scaling", 10.0),
@@ -259,7 +272,8 @@ def main(argv=None) -> int:
   p.add_argument("--repeats", type=int, default=1)
   p.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
                  help="override a setting of every side, e.g. --set grad_updates_per_step=8")
-  p.add_argument("--out", default=None, help="results name (default time_to_solve; quick: none)")
+  p.add_argument("--out", default=None,
+                 help="name of the runs/time_to_solve/NAME.* files (default: a time stamp)")
   args = p.parse_args(argv)
   sides = [s for s in (args.sides or ("ours-sac" if args.quick else "ours-sac,brax-sac")
                        ).split(",") if s]
@@ -299,11 +313,20 @@ def main(argv=None) -> int:
   if args.quick and args.out is None:
     print(f"quick: {len(results)} runs finished")
     return 0
-  name = args.out or RESULTS
+  # Each invocation writes runs/time_to_solve/NAME.{json,md,png} (not committed);
+  # benchmarks/results/time_to_solve.md is the curated reading of such runs.
+  name = args.out or time.strftime("%Y%m%d-%H%M%S")
+  out_dir = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "runs",
+                         RESULTS)
+  os.makedirs(out_dir, exist_ok=True)
   payload = dict(command=_common.command(), machine=_common.machine(), results=results)
   md = _markdown(payload)
-  _common.write_results(name, payload, md)
-  _plot(results, os.path.join(os.path.dirname(__file__), "results", f"{name}.png"))
+  with open(os.path.join(out_dir, f"{name}.json"), "w") as f:
+    json.dump(payload, f, indent=1)
+  with open(os.path.join(out_dir, f"{name}.md"), "w") as f:
+    f.write(md)
+  _plot(results, os.path.join(out_dir, f"{name}.png"))
+  print(f"written: {os.path.join(out_dir, name)}.{{json,md,png}}")
   print(md.splitlines()[-1])
   return 0
 
