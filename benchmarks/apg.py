@@ -206,9 +206,20 @@ the initial state of a window is a constant (stop-gradient), as in brax.training
   seed 2 gains +191 (2.7×). A reading, not measured here: 32 steps (1.3 s of
   simulated time) is too short to see the slow drift that ends the episodes later,
   which is what a critic at the window end (SHAC) is for.
-* sac and apg+critic on the same task: started at 01:00 and 01:08 UTC, not finished
-  when this file was written (compiling under load 2-14, then paused by the lead's
-  quiet windows); the comparison with sac is NOT done in this file.
+* sac on the same task (same env object, 16 envs, 16 updates per vector step, the
+  settings of sac_learning.md), 32,000 env steps per seed: eval 55 / 38 / 70 / 8 →
+  126 / 112 / 73 / 80; it hovered at 70–140 from 7k steps on. apg at the same env
+  steps (32,768) was at 482 / 176 / 524 / 279. By process CPU time (compile
+  included): sac 435 CPU s (212 for compile + the first interval), apg 319 CPU s
+  (248 for compile + the first interval) for its whole 98k-step run. So on this
+  task and budget apg is ahead both by env steps and by CPU time. Caveat, not
+  investigated: sac solved Brax's own inverted_pendulum (constant reward,
+  'positional') by 7–12k steps in sac_learning.md; whether the spring backend, the
+  shaped reward or cached resets hold it back here is not known, and 32k steps is a
+  short budget for it.
+* Wall seconds: every run was paused for minutes at a time by the lead's quiet
+  windows (SIGSTOP) and shared the 2 cores at load 2-14; sac's first interval shows
+  2,687 wall s for 212 CPU s. Compare CPU seconds, not wall seconds.
 """
 
 
