@@ -45,7 +45,7 @@ RESULTS = "seeds_scaling"
 
 SETTINGS = dict(env="inverted_pendulum", backend="generalized", num_envs=16, hidden=(64, 64),
                 batch_size=256, grad_updates_per_step=16, prefill=2048, eval_every=2048,
-                num_eval_envs=16, episode_length=1000, steps=2048 + 3 * 2048)
+                num_eval_envs=16, episode_length=1000, steps=2048 + 2 * 2048)
 QUICK = dict(env="pendulum", backend=None, hidden=(16, 16), grad_updates_per_step=2,
              prefill=256, eval_every=256, num_eval_envs=2, episode_length=50, steps=768)
 
@@ -160,6 +160,9 @@ def main(argv=None) -> int:
             f"{vmapped[s]['env_steps_per_s']:.0f} env steps/s", flush=True)
     sharded = {}
     for d in devices:
+      if d == 1 and args.device_seeds in vmapped:  # the same run as vmapped S
+        sharded[d] = vmapped[args.device_seeds]
+        continue
       caches.append(fresh_cache())
       sharded[d] = run(spec(args.device_seeds, devices_=d), caches[-1])
       print(f"S={args.device_seeds} over {d} devices: {sharded[d]['wall_s']:.1f} s, "

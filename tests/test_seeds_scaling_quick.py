@@ -1,14 +1,26 @@
 """benchmarks.seeds_scaling --quick: launch, records and the table (asserts no speed)."""
 
+import pytest
+
 from benchmarks import seeds_scaling
 
 
 def test_quick_runs(capsys):
+  # Three fresh processes (CI size): seeds 0 and 1 one after another, then both vmapped;
+  # the 1-device row reuses the vmapped run. Sharding over host devices: slow test below.
+  assert seeds_scaling.main(["--quick", "--seeds", "2", "--devices", "1",
+                             "--device-seeds", "2", "--max-sequential", "2"]) == 0
+  out = capsys.readouterr().out
+  assert "single seed 1:" in out and "vmapped S=2:" in out
+  assert "quick: 1 scaling rows, 1 device rows" in out
+
+
+@pytest.mark.slow
+def test_quick_runs_over_two_host_devices(capsys):
   assert seeds_scaling.main(["--quick", "--seeds", "1,2", "--devices", "2",
                              "--device-seeds", "2", "--max-sequential", "2"]) == 0
   out = capsys.readouterr().out
-  assert "single seed 1:" in out and "vmapped S=2:" in out and "S=2 over 2 devices" in out
-  assert "quick: 2 scaling rows, 1 device rows" in out
+  assert "S=2 over 2 devices" in out and "quick: 2 scaling rows, 1 device rows" in out
 
 
 def test_markdown_headline():
