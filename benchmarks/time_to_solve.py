@@ -103,7 +103,7 @@ def _child_ours(spec: Dict[str, Any], t0: float) -> None:
       grad_updates_per_step=spec["grad_updates_per_step"], prefill_steps=spec["prefill"],
       eval_every=spec["eval_every"], num_eval_envs=spec["num_eval_envs"],
       episode_length=spec["episode_length"], fresh_resets=spec.get("fresh_resets", False),
-      **spec.get("loop_sets", {}))
+      num_devices=spec.get("devices", 1), **spec.get("loop_sets", {}))
   trainer = training.Trainer(cfg, agent_cfg, spec["agent"])
   trainer.compile()  # init and interval side by side, as the CLI does
   ts = trainer.init(trainer.seed_keys())
@@ -220,6 +220,9 @@ def run_side(spec: Dict[str, Any], cache_dir: str) -> Dict[str, Any]:
   env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=cache_dir,
              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
              JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+  if spec.get("devices", 1) > 1:  # host devices: ours shards seeds, brax.training pmaps envs
+    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "")
+                        + f" --xla_force_host_platform_device_count={spec['devices']}")
   t0 = time.time()
   before = os.times()
   proc = subprocess.run(
@@ -300,7 +303,15 @@ def main(argv=None) -> int:
         for mode in ("cold", "warm"):
           if mode == "warm" and "warm" not in modes:
             break
-          r = run_side(spec, cache)
+          try:
+            r = run_side(spec, cache)
+          except RuntimeError as e:  # one side failing keeps the others' records
+            print(f"{side:14s} {mode:5s} rep {rep}: FAILED ({str(e).splitlines()[-1]})",
+                  flush=True)
+            results.append(dict(side=side, spec=spec, solved=False, t_solved=None,
+                                env_steps=0, process_wall_s=None, process_cpu_s=0.0,
+                                evals=[], cache=mode, repeat=rep, error=str(e)[-2000:]))
+            break
           if mode in modes:
             r.update(cache=mode, repeat=rep)
             results.append(r)
