@@ -5,6 +5,7 @@ import os
 import platform
 import shlex
 import statistics
+import subprocess
 import sys
 import time
 from typing import Callable, Dict, List
@@ -71,3 +72,27 @@ def write_results(name: str, payload: dict, markdown: str) -> None:
     json.dump(payload, f, indent=2)
   with open(os.path.join(out, f"{name}.md"), "w") as f:
     f.write(markdown)
+
+
+def run_child(module: str, args: List[str], cache_dir: str, devices: int = 1):
+  """`python -m module *args` in a fresh process on the CPU, timed from its launch.
+
+  The child gets its own persistent compilation cache (`cache_dir`; every
+  program is cached) and, for `devices` > 1, that many host devices.
+
+  Returns:
+    (the completed process, wall seconds, launch time `time.time()`); the
+    launch time is passed to the child as its last argument so that it can
+    timestamp its own records on the same clock.
+  """
+  env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=cache_dir,
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+             JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+  if devices > 1:
+    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "")
+                        + f" --xla_force_host_platform_device_count={devices}")
+  t0 = time.time()
+  proc = subprocess.run([sys.executable, "-m", module, *args, repr(t0)], env=env,
+                        capture_output=True, text=True, check=False,
+                        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  return proc, time.time() - t0, t0

@@ -31,7 +31,6 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -81,18 +80,8 @@ def _child(spec: Dict[str, Any], t0: float) -> None:
 
 def run(spec: Dict[str, Any], cache_dir: str) -> Dict[str, Any]:
   """One fresh process; its wall seconds from launch to exit and the child's record."""
-  env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=cache_dir,
-             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-             JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
-  if spec["devices"] > 1:
-    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "")
-                        + f" --xla_force_host_platform_device_count={spec['devices']}")
-  t0 = time.time()
-  proc = subprocess.run(
-      [sys.executable, "-m", "benchmarks.seeds_scaling", "--child", json.dumps(spec), repr(t0)],
-      env=env, capture_output=True, text=True, check=False,
-      cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-  wall = time.time() - t0
+  proc, wall, _ = _common.run_child("benchmarks.seeds_scaling", ["--child", json.dumps(spec)],
+                                    cache_dir, spec["devices"])
   if proc.returncode != 0:
     raise RuntimeError(f"run {spec} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
   rec = [json.loads(l[8:]) for l in proc.stdout.splitlines() if l.startswith("SCALING ")][-1]

@@ -29,7 +29,6 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -129,20 +128,10 @@ class _Solved(Exception):
   pass
 
 
-def _install_brax_shim():
-  import jax  # pylint: disable=g-import-not-at-top
-  if hasattr(jax, "device_put_replicated"):
-    return
-
-  def device_put_replicated(x, devices):
-    return jax.tree.map(lambda a: jax.numpy.stack([a] * len(devices)), x)
-
-  jax.device_put_replicated = device_put_replicated
-
-
 def _child_brax(spec: Dict[str, Any], t0: float) -> None:
   import functools  # pylint: disable=g-import-not-at-top
-  _install_brax_shim()
+  from benchmarks import sac as sac_bench  # pylint: disable=g-import-not-at-top
+  sac_bench._install_brax_shim()  # pylint: disable=protected-access
   from brax import envs as brax_envs  # pylint: disable=g-import-not-at-top
   env = brax_envs.get_environment(spec["env"], backend=spec["backend"])
   solved_all = True
@@ -217,19 +206,9 @@ def child(argv: List[str]) -> int:
 
 def run_side(spec: Dict[str, Any], cache_dir: str) -> Dict[str, Any]:
   """Launches one side in a fresh process; its records and wall/CPU seconds."""
-  env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=cache_dir,
-             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-             JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
-  if spec.get("devices", 1) > 1:  # host devices: ours shards seeds, brax.training pmaps envs
-    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "")
-                        + f" --xla_force_host_platform_device_count={spec['devices']}")
-  t0 = time.time()
   before = os.times()
-  proc = subprocess.run(
-      [sys.executable, "-m", "benchmarks.time_to_solve", "--child", json.dumps(spec), repr(t0)],
-      env=env, capture_output=True, text=True, check=False,
-      cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-  wall = time.time() - t0
+  proc, wall, _ = _common.run_child("benchmarks.time_to_solve", ["--child", json.dumps(spec)],
+                                    cache_dir, spec.get("devices", 1))
   after = os.times()
   records = [json.loads(line[4:]) for line in proc.stdout.splitlines() if line.startswith("TTS ")]
   if proc.returncode != 0:
