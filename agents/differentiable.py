@@ -46,7 +46,6 @@ An evaluation interval is `interval_iterations` windows in one compiled
 program, then the shared evaluation (`acting.evaluate`).
 """
 
-import dataclasses
 import math
 from typing import Any, Dict, Tuple
 
@@ -56,6 +55,7 @@ import jax.numpy as jnp
 
 from rlax_inf.agents import acting
 from rlax_inf.agents import base
+from rlax_inf.agents import on_policy
 
 #: The extras a differentiable agent's `act` must return (see the module doc).
 REQUIRED_EXTRAS = ("value", "discount", "noise", "return_grad")
@@ -73,18 +73,8 @@ class TrainState:
   nonfinite_skips: jnp.ndarray  # [] int32 updates skipped by the guard (whole run)
 
 
-@dataclasses.dataclass(frozen=True)
-class Schedule:
-  """Static loop sizes: windows per interval (of H vector steps each) and intervals."""
-
-  interval_iterations: int
-  rollout_length: int
-  num_intervals: int
-  prefill_vector_steps: int = 0
-
-  @property
-  def interval_vector_steps(self) -> int:
-    return self.interval_iterations * self.rollout_length
+# The same static sizes as the on-policy loop: windows of H vector steps per interval.
+Schedule = on_policy.Schedule
 
 
 def schedule(config, horizon: int) -> Schedule:

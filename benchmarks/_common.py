@@ -96,3 +96,16 @@ def run_child(module: str, args: List[str], cache_dir: str, devices: int = 1):
                         capture_output=True, text=True, check=False,
                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   return proc, time.time() - t0, t0
+
+
+#: Marks the hand-written reading of a results .md that regenerating its tables keeps.
+READING_MARK = "<!-- reading: written by hand, kept when the tables are regenerated -->"
+
+
+def kept_reading(md_path: str) -> str:
+  """The part of `md_path` from `READING_MARK` on ("" if the file or the mark is missing)."""
+  if not os.path.exists(md_path):
+    return ""
+  with open(md_path) as f:
+    old = f.read()
+  return old[old.index(READING_MARK):] if READING_MARK in old else ""

@@ -307,17 +307,12 @@ def main(argv=None):
   png = os.path.join(RESULTS, f"em_agents_{args.task}.png")
   plot(args.task, results, target, png)
   md_path = os.path.join(RESULTS, "em_agents.md")
-  reading = ""
-  if os.path.exists(md_path):
-    with open(md_path) as f:
-      old = f.read()
-    if READING_MARK in old:
-      reading = old[old.index(READING_MARK):]
+  reading = _common.kept_reading(md_path)
   _common.write_results("em_agents", everything, _markdown(everything) + reading)
 
 
 #: em_agents.md keeps everything from this line on (the hand-written reading) when rewritten.
-READING_MARK = "<!-- reading: written by hand, kept when the tables are regenerated -->"
+READING_MARK = _common.READING_MARK
 
 
 def _markdown(everything: dict) -> str:

@@ -66,7 +66,7 @@ QUICK = dict(train=dict(env="pendulum", backend=None, total_steps=768, num_envs=
              small_replay=256, agent=dict(hidden=(16, 16)), n_sweep=(2, 16))
 
 #: fkl_vs_rkl.md keeps everything from this line on (the hand-written reading).
-READING_MARK = "<!-- reading: written by hand, kept when the tables are regenerated -->"
+READING_MARK = _common.READING_MARK
 
 
 @dataclasses.dataclass(frozen=True)
@@ -411,12 +411,7 @@ def main(argv=None) -> int:
     os.makedirs(out_dir, exist_ok=True)
     plot(summaries, grid, seeds, out_dir)
     md_path = os.path.join(out_dir, "fkl_vs_rkl.md")
-    reading = ""
-    if os.path.exists(md_path):
-      with open(md_path) as f:
-        old = f.read()
-      if READING_MARK in old:
-        reading = old[old.index(READING_MARK):]
+    reading = _common.kept_reading(md_path)
     with open(os.path.join(out_dir, "fkl_vs_rkl.json"), "w") as f:
       json.dump(entry, f, indent=1)
     with open(md_path, "w") as f:
