@@ -35,7 +35,25 @@ Either way a single option used everywhere also closes the gap (the bound's
 "posterior collapse"); `learn_selection=False` fixes q(o|s) = 1/O, which rules
 that out, and `learn_continuation=False` fixes c, which rules out c → 0.
 On four rooms none of these four settings made the options distinct
-(benchmarks/results/options.md).
+(benchmarks/results/options.md): every degenerate split is an optimum of the bound.
+
+The information term (`info_weight` β > 0; 0, the default, leaves the agent as
+above) adds to the bracket a lower bound on I(o_t; s_t) (Barber & Agakov's, as
+in the discriminators of VIC, Gregor et al. 2016, and DIAYN, Eysenbach et al.
+2018), with a state-only reverse model q̃(o_t | s_t) and the marginal p̂(o) of
+the option process in place of a prior over options:
+
+  b_t += τ β [log q̃(o_t | s_t) − log p̂(o_t) − log O],
+  p̂(o) = sg(mean over the batch's steps of π(o | s_t, o_{t−1}))     [`information_rewards`]
+
+Its expectation, −β [H(o|s) + KL(p̂ ‖ uniform)] up to the gap KL(p(o|s) ‖ q̃), is
+highest for options that the state identifies and that are used evenly, so a
+single option everywhere (0 for the plain MI bound) now costs β log O per step.
+The − log O keeps the term's expectation ≤ 0, so it does not pay the agent to
+stay in an episode. Its gradient: the score function through the returns for
+selection, continuation and intra-option policies (which options run where, and
+where they go), maximum likelihood for q̃(o|s) (its only gradient; p̂ is
+stopped: E_p̂[∇ log p̂] = 0 at the true marginal).
 
   π0:      uniform (discrete), N(0, I) in pre-tanh space (continuous), as in klpg.
   V:       V(s_t, o_{t−1}), one head per previous option and one for "none"
@@ -55,7 +73,7 @@ On four rooms none of these four settings made the options distinct
            gradient: maximum likelihood of the options the policy took).
   value:   L_V = ½ mean (V(s_t, o_{t−1}) − sg(y_t))².
 
-Networks: one actor MLP s → (intra-option parameters [O, ·], selection logits
+Networks (q̃(o|s): one more MLP s → [O], learned only when β > 0): one actor MLP s → (intra-option parameters [O, ·], selection logits
 [O], continuation logits [O]; c = sigmoid(logit + continue_bias)), the reverse
 MLP (s, a) → logits [O + 1, O] (row o_{t−1}, row O at an episode's first step),
 the value MLP s → [O + 1]. Intra-option policies: categorical over logits
@@ -63,7 +81,9 @@ the value MLP s → [O + 1]. Intra-option policies: categorical over logits
 
 Bartunov, "Reinforcement learning through the lenses of variational inference";
 Agakov & Barber, "An auxiliary variational method", 2004; Bacon, Harb & Precup,
-"The option-critic architecture", 2017 (termination β = 1 − c).
+"The option-critic architecture", 2017 (termination = 1 − c); Gregor, Rezende &
+Wierstra, "Variational intrinsic control", 2016; Eysenbach et al., "Diversity is all you
+need", 2018; Barber & Agakov, "The IM algorithm", 2003.
 """
 
 import dataclasses
@@ -106,6 +126,7 @@ class OptionsConfig:
   learn_selection: bool = True  # False: q(o|s) = 1/O, a fixed prior over options
   learn_continuation: bool = True  # False: c(s, o) = sigmoid(continue_bias), fixed
   max_importance_weight: Optional[float] = 1.0  # ρ̄ of w = min(ρ̄, p/μ); None: w = 1
+  info_weight: float = 0.0  # β of the information term τ β [log q̃(o|s) − log p̂(o) − log O]; 0: off
   reward_scale: float = 1.0
   normalize_observations: bool = True
 
@@ -136,6 +157,8 @@ class OptionsConfig:
       bad("max_importance_weight", "> 0 or None")
     if not (math.isfinite(self.reward_scale) and self.reward_scale > 0):
       bad("reward_scale", "finite and > 0")
+    if not (math.isfinite(self.info_weight) and self.info_weight >= 0):
+      bad("info_weight", "finite and >= 0")
 
 
 @flax.struct.dataclass
@@ -149,6 +172,7 @@ class OptionsState:
   value_opt: Any
   normalizer: normalizer_lib.NormalizerState
   steps: jnp.ndarray
+  info: Any = None  # the state-only reverse model q̃(o|s) of the information term
 
 
 class Heads(NamedTuple):
@@ -243,11 +267,33 @@ def action_features(action, discrete, action_size):
   return jax.nn.one_hot(action, action_size) if discrete else action
 
 
+def information_rewards(log_q_state, log_option_probs, option):
+  """Per-step information term log q̃(o_t | s_t) − log p̂(o_t) − log O [...].
+
+  p̂(o) = sg(mean over every step of π(o | s_t, o_{t−1})), the batch's marginal
+  of the option process. Expectation: a lower bound on I(o; s) minus log O.
+
+  Args:
+    log_q_state: log q̃(· | s_t) [..., O], the state-only reverse model.
+    log_option_probs: log π(· | s_t, o_{t−1}) [..., O].
+    option: o_t [...].
+
+  Returns:
+    The term [...] of every step.
+  """
+  num_options = log_q_state.shape[-1]
+  flat = jnp.reshape(log_option_probs, (-1, num_options))
+  log_marginal = jax.lax.stop_gradient(
+      jax.nn.logsumexp(flat, axis=0) - math.log(flat.shape[0]))  # log p̂ [O]
+  take = lambda x: jnp.take_along_axis(x, option[..., None], axis=-1)[..., 0]
+  return take(log_q_state) - log_marginal[option] - math.log(num_options)
+
+
 def make_losses(config: OptionsConfig, actor_net, reverse_net, value_net, split,
-                discrete: bool, action_size: int):
+                discrete: bool, action_size: int, info_net=None):
   """(policy_loss, value_loss, value_inputs) of the options agent.
 
-    policy_loss((actor, reverse), obs, batch, v_tm1, v_t) -> (−surrogate, aux)
+    policy_loss((actor, reverse, info), obs, batch, v_tm1, v_t) -> (−surrogate, aux)
     value_loss(value, obs, prev_option, y) -> (L_V, V(s_t, o_{t−1}))
   """
   tau = config.temperature
@@ -258,7 +304,7 @@ def make_losses(config: OptionsConfig, actor_net, reverse_net, value_net, split,
   returns = jax.vmap(rlax_inf.soft_lambda_returns)
 
   def policy_loss(params, obs, batch, v_tm1, v_t):
-    actor, reverse = params
+    actor, reverse, info = params
     heads = split(actor_net.apply(actor, obs))
     o_t = batch.extras["option"]
     prev = batch.extras["prev_option"]
@@ -277,6 +323,12 @@ def make_losses(config: OptionsConfig, actor_net, reverse_net, value_net, split,
     else:
       log_q = jnp.zeros_like(r_t)
       b_t = bound_no_reverse(r_t, kl_t, o_t, log_option_probs)
+    if config.info_weight > 0:
+      log_q_state = jax.nn.log_softmax(info_net.apply(info, obs), axis=-1)
+      info_t = information_rewards(log_q_state, log_option_probs, o_t)
+      b_t = b_t + tau * config.info_weight * info_t
+    else:
+      info_t = jnp.zeros_like(r_t)
     b_sg = jax.lax.stop_gradient(b_t)
     gamma_t = config.discount * (1.0 - batch.terminated)
     y = returns(b_sg, gamma_t, v_t, jnp.zeros_like(b_sg),
@@ -298,7 +350,8 @@ def make_losses(config: OptionsConfig, actor_net, reverse_net, value_net, split,
                                  axis=-1)[..., 0]
     aux = dict(
         bound=jnp.mean(b_sg), kl=jnp.mean(kl_t), option_entropy=jnp.mean(option_entropy),
-        reverse_log_prob=jnp.mean(log_q), importance_weight=jnp.mean(w),
+        reverse_log_prob=jnp.mean(log_q), info_reward=jnp.mean(info_t),
+        importance_weight=jnp.mean(w),
         continue_prob=jnp.sum(c_prev * not_first) / jnp.maximum(jnp.sum(not_first), 1.0),
         switch_rate=jnp.sum((o_t != prev) * not_first) / jnp.maximum(jnp.sum(not_first), 1.0),
         value_targets=y)
@@ -316,6 +369,21 @@ def make_losses(config: OptionsConfig, actor_net, reverse_net, value_net, split,
   return policy_loss, value_loss, value_heads
 
 
+def build(config: OptionsConfig, env_spec: Any):
+  """((actor, reverse, value, info) nets, the actor's `Heads` split, `make_losses`'s three)."""
+  discrete = bool(env_spec.discrete)
+  action_size = int(env_spec.action_size)
+  num_options = config.num_options
+  out_size, split = make_heads(num_options, action_size, discrete, config.continue_bias,
+                               config.learn_selection, config.learn_continuation)
+  nets = (networks.MLP(tuple(config.hidden), out_size),
+          networks.MLP(tuple(config.hidden), (num_options + 1) * num_options),
+          networks.MLP(tuple(config.hidden), num_options + 1),
+          networks.MLP(tuple(config.hidden), num_options))
+  losses = make_losses(config, *nets[:3], split, discrete, action_size, info_net=nets[3])
+  return nets, split, losses
+
+
 def make(config: OptionsConfig, env_spec: Any) -> base.Agent:
   """The options agent for `env_spec` (categorical or tanh-Gaussian intra-option policies).
 
@@ -330,19 +398,14 @@ def make(config: OptionsConfig, env_spec: Any) -> base.Agent:
   space = base.check_action_space("options", env_spec, (base.CONTINUOUS, base.DISCRETE))
   discrete = space == base.DISCRETE
   obs_size, action_size = int(env_spec.observation_size), int(env_spec.action_size)
-  num_options = config.num_options
-  out_size, split = make_heads(num_options, action_size, discrete, config.continue_bias,
-                               config.learn_selection, config.learn_continuation)
-  actor_net = networks.MLP(tuple(config.hidden), out_size)
-  reverse_net = networks.MLP(tuple(config.hidden), (num_options + 1) * num_options)
-  value_net = networks.MLP(tuple(config.hidden), num_options + 1)
+  nets, split, (policy_loss, value_loss, value_heads) = build(config, env_spec)
+  actor_net, reverse_net, value_net, info_net = nets
   policy_tx = optax.multi_transform(
       {"actor": gradients.adam(config.policy_lr, config.max_grad_norm),
-       "reverse": gradients.adam(config.reverse_lr, config.max_grad_norm)},
-      ("actor", "reverse"))
+       "reverse": gradients.adam(config.reverse_lr, config.max_grad_norm),
+       "info": gradients.adam(config.reverse_lr, config.max_grad_norm)},
+      ("actor", "reverse", "info"))
   value_tx = gradients.adam(config.value_lr, config.max_grad_norm)
-  policy_loss, value_loss, value_heads = make_losses(
-      config, actor_net, reverse_net, value_net, split, discrete, action_size)
   policy_step = gradients.make_step(policy_loss, policy_tx, has_aux=True)
   value_step = gradients.make_step(value_loss, value_tx, has_aux=True)
   reverse_in = obs_size + action_size  # s and a (one-hot when discrete)
@@ -352,11 +415,13 @@ def make(config: OptionsConfig, env_spec: Any) -> base.Agent:
     actor = actor_net.init(k_actor, jnp.zeros((1, obs_size)))
     reverse = reverse_net.init(k_reverse, jnp.zeros((1, reverse_in)))
     value = value_net.init(k_value, jnp.zeros((1, obs_size)))
+    # Its own key (folded, so the other nets start as before the term existed).
+    info = info_net.init(jax.random.fold_in(key, 3), jnp.zeros((1, obs_size)))
     return OptionsState(actor=actor, reverse=reverse, value=value,
-                        policy_opt=policy_tx.init((actor, reverse)),
+                        policy_opt=policy_tx.init((actor, reverse, info)),
                         value_opt=value_tx.init(value),
                         normalizer=normalizer_lib.init(obs_size),
-                        steps=jnp.zeros((), jnp.int32))
+                        steps=jnp.zeros((), jnp.int32), info=info)
 
   def initial_carry(n):
     return jnp.full((n,), -1, jnp.int32)
@@ -402,14 +467,14 @@ def make(config: OptionsConfig, env_spec: Any) -> base.Agent:
     next_obs = normalizer_lib.normalize(state.normalizer, batch.next_obs)
     v_tm1 = value_heads(state.value, obs, batch.extras["prev_option"])
     v_t = value_heads(state.value, next_obs, batch.extras["option"])
-    (p_loss, aux), (actor, reverse), policy_opt = policy_step(
-        (state.actor, state.reverse), state.policy_opt, obs, batch, v_tm1, v_t)
+    (p_loss, aux), (actor, reverse, info), policy_opt = policy_step(
+        (state.actor, state.reverse, state.info), state.policy_opt, obs, batch, v_tm1, v_t)
     (v_loss, v), value, value_opt = value_step(
         state.value, state.value_opt, obs, batch.extras["prev_option"],
         aux.pop("value_targets"))
     new_state = OptionsState(actor=actor, reverse=reverse, value=value, policy_opt=policy_opt,
                              value_opt=value_opt, normalizer=state.normalizer,
-                             steps=state.steps + 1)
+                             steps=state.steps + 1, info=info)
     metrics = dict(policy_loss=p_loss, value_loss=v_loss, value_mean=jnp.mean(v), **aux)
     return new_state, metrics
 

@@ -1,5 +1,6 @@
 """The options agent: its update against the equations written out, the option carry."""
 
+import dataclasses
 import functools
 import math
 import types
@@ -38,6 +39,10 @@ CONFIGS = {  # (discrete?, config): one compilation each
         reverse_previous_option=False, learn_selection=False, learn_continuation=False,
         reverse_lr=1e-2)),
 }
+# The information term (β > 0) on the discrete agent.
+INFO_CONFIG = options.OptionsConfig(
+    num_options=O, hidden=(8,), temperature=0.3, max_grad_norm=None, continue_bias=0.5,
+    info_weight=2.5, normalize_observations=False)
 
 
 @functools.lru_cache(maxsize=None)
@@ -72,8 +77,11 @@ def _rollout(agent, state, key):
                          next_obs=next_obs, extras=extras)
 
 
-def _reference_update(cfg, spec, state, batch):
-  """The module docstring's equations with hand-written nets (no rlax_inf calls)."""
+def _reference_loss(cfg, spec, state, batch):
+  """The module docstring's policy loss with hand-written nets (no rlax_inf calls).
+
+  Returns (loss(actor, reverse, info) -> (−surrogate, (y, info term [B, T])), V(s_t, o_{t−1})).
+  """
   n_a = spec.action_size
   per = n_a if spec.discrete else 2 * n_a
   tau, g, lam = cfg.temperature, cfg.discount, cfg.td_lambda
@@ -86,7 +94,7 @@ def _reference_update(cfg, spec, state, batch):
   vn = jnp.sum(_mlp(state.value, nobs) * one_hot(o, O + 1), -1)
   r = cfg.reward_scale * batch.reward
 
-  def terms(actor, reverse):
+  def terms(actor, reverse, info):
     out = _mlp(actor, obs)
     intra = out[..., :O * per].reshape(B, T, O, per)
     sel = out[..., O * per:O * per + O] * (1.0 if cfg.learn_selection else 0.0)
@@ -120,10 +128,17 @@ def _reference_update(cfg, spec, state, batch):
     else:
       opt_term = opt_term_none
     b = r - tau * (kl + opt_term)
-    return lp_o + lp_a, b
+    # Information term: log q̃(o|s) − log p̂(o) − log O, p̂ the batch mean of π(o|s, o_prev).
+    ls = _mlp(info, obs)
+    log_qs = ls - jnp.log(jnp.sum(jnp.exp(ls), -1, keepdims=True))
+    p_hat = jax.lax.stop_gradient(jnp.mean(p_opt, (0, 1)))
+    info_t = jnp.sum((log_qs - jnp.log(p_hat)) * one_hot(o, O), -1) - math.log(O)
+    if cfg.info_weight > 0:
+      b = b + tau * cfg.info_weight * info_t
+    return lp_o + lp_a, b, info_t
 
   def loss(params):
-    lp, b = terms(*params)
+    lp, b, info_t = terms(*params)
     bs = jax.lax.stop_gradient(b)
     ys, y_next = [], jnp.zeros(B)
     for t in reversed(range(T)):
@@ -136,19 +151,27 @@ def _reference_update(cfg, spec, state, batch):
     rho = jnp.exp(jax.lax.stop_gradient(lp) - batch.extras["log_prob"])
     w = jnp.minimum(cfg.max_importance_weight, rho)
     sg = jax.lax.stop_gradient
-    return -jnp.mean(sg(v + w * adv) + sg(w * adv) * (lp - sg(lp)) + (b - bs)), y
+    return -jnp.mean(sg(v + w * adv) + sg(w * adv) * (lp - sg(lp)) + (b - bs)), (y, info_t)
 
-  params = (state.actor, state.reverse)
-  (p_loss, y), grads = jax.value_and_grad(loss, has_aux=True)(params)
+  return loss, v, v_idx
+
+
+def _reference_update(cfg, spec, state, batch):
+  """One Adam step of each optimiser on the reference losses."""
+  loss, _, v_idx = _reference_loss(cfg, spec, state, batch)
+  obs = batch.obs
+  one_hot = lambda i, n: (i[..., None] == jnp.arange(n)).astype(jnp.float32)
+  params = (state.actor, state.reverse, state.info)
+  (p_loss, (y, _)), grads = jax.value_and_grad(loss, has_aux=True)(params)
   new = []
-  for p, gr, lr in zip(params, grads, (cfg.policy_lr, cfg.reverse_lr)):
+  for p, gr, lr in zip(params, grads, (cfg.policy_lr, cfg.reverse_lr, cfg.reverse_lr)):
     tx = optax.adam(lr)
     new.append(optax.apply_updates(p, tx.update(gr, tx.init(p))[0]))
   v_loss, gv = jax.value_and_grad(lambda p: 0.5 * jnp.mean(
       (jnp.sum(_mlp(p, obs) * one_hot(v_idx, O + 1), -1) - y) ** 2))(state.value)
   tx = optax.adam(cfg.value_lr)
   value = optax.apply_updates(state.value, tx.update(gv, tx.init(state.value))[0])
-  return new[0], new[1], value, p_loss, v_loss
+  return new[0], new[1], new[2], value, p_loss, v_loss
 
 
 @pytest.mark.parametrize("case", list(CONFIGS))
@@ -162,16 +185,19 @@ def test_update_matches_reference(case):
   assert (prev[:, 0] == [-1, -1, 1]).all() and (prev[0, 2] == -1) and (prev[0, 4] == -1)
   assert (prev[2] >= 0).all()  # rollout 2 runs on inside one episode
   new, metrics = update(state, batch, jax.random.PRNGKey(2))
-  actor, reverse, value, p_loss, v_loss = jax.jit(
+  actor, reverse, info, value, p_loss, v_loss = jax.jit(
       functools.partial(_reference_update, cfg, spec))(state, batch)
   tol = dict(rtol=2e-4, atol=2e-6)
   np.testing.assert_allclose(metrics["policy_loss"], p_loss, **tol)
   np.testing.assert_allclose(metrics["value_loss"], v_loss, **tol)
   for got, want in ((new.actor, actor), (new.value, value)) + (
-      ((new.reverse, reverse),) if cfg.reverse_model else ()):
+      ((new.reverse, reverse),) if cfg.reverse_model else ()) + (
+      ((new.info, info),) if cfg.info_weight > 0 else ()):
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, **tol), got, want)
   if not cfg.reverse_model:  # no gradient reaches an unused reverse model
     jax.tree.map(np.testing.assert_array_equal, new.reverse, state.reverse)
+  if cfg.info_weight == 0:  # nor the unused q̃(o|s)
+    jax.tree.map(np.testing.assert_array_equal, new.info, state.info)
   assert 0.0 < float(metrics["importance_weight"]) < cfg.max_importance_weight
 
 
@@ -248,6 +274,7 @@ def test_the_off_policy_loop_refuses_a_recurrent_agent():
 @pytest.mark.parametrize("setting, field", [
     ("num_options=0", "num_options"), ("temperature=-1", "temperature"),
     ("reverse_lr=0", "reverse_lr"), ("discount=1.5", "discount"),
+    ("info_weight=-0.5", "info_weight"),
 ])
 def test_cli_exits_2_with_one_line_on_a_bad_config(capsys, tmp_path, setting, field):
   from rlax_inf.agents import cli  # pylint: disable=g-import-not-at-top
@@ -256,3 +283,51 @@ def test_cli_exits_2_with_one_line_on_a_bad_config(capsys, tmp_path, setting, fi
   err = [l for l in capsys.readouterr().err.strip().splitlines()
          if l.startswith("rlax-inf: error:")]
   assert code == 2 and len(err) == 1 and field in err[0], err
+
+
+# --- the information term -----------------------------------------------------
+
+
+def test_information_term_value_and_gradient_match_the_reference():
+  """β > 0: per-step term, loss and every parameter's gradient equal the hand-written ones."""
+  cfg = INFO_CONFIG
+  _, init, _, rollout = _agent(cfg, True)
+  state = init(jax.random.PRNGKey(0))
+  batch = rollout(state, jax.random.PRNGKey(1))
+  _, _, (policy_loss, _, value_heads) = options.build(cfg, DISCRETE)
+  v_tm1 = value_heads(state.value, batch.obs, batch.extras["prev_option"])
+  v_t = value_heads(state.value, batch.next_obs, batch.extras["option"])
+  params = (state.actor, state.reverse, state.info)
+  (got_loss, aux), got = jax.jit(jax.value_and_grad(policy_loss, has_aux=True))(
+      params, batch.obs, batch, v_tm1, v_t)
+  loss, _, _ = _reference_loss(cfg, DISCRETE, state, batch)
+  (want_loss, (_, info_t)), want = jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
+  np.testing.assert_allclose(got_loss, want_loss, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(aux["info_reward"], jnp.mean(info_t), rtol=1e-5, atol=1e-6)
+  for g, w in zip(got, want):  # actor, reverse model and q̃(o|s)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), g, w)
+  info_grad = np.concatenate([np.ravel(x) for x in jax.tree.leaves(got[2])])
+  assert np.abs(info_grad).max() > 1e-4  # q̃(o|s) learns (maximum likelihood of o_t)
+  # Without the term the loss differs and q̃(o|s) gets no gradient.
+  _, _, (plain_loss, _, _) = options.build(dataclasses.replace(cfg, info_weight=0.0), DISCRETE)
+  (base_loss, _), base_grads = jax.value_and_grad(plain_loss, has_aux=True)(
+      params, batch.obs, batch, v_tm1, v_t)
+  assert abs(float(base_loss) - float(got_loss)) > 1e-4
+  assert all(np.all(np.asarray(x) == 0) for x in jax.tree.leaves(base_grads[2]))
+
+
+def test_information_rewards_by_hand():
+  """log q̃(o|s) − log p̂(o) − log O with p̂ the mean of π(o|·) over every step."""
+  p_opt = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8], [0.5, 0.25, 0.25], [0.2, 0.7, 0.1]])
+  q = np.array([[0.9, 0.05, 0.05], [0.2, 0.2, 0.6], [0.6, 0.3, 0.1], [0.0, 1.0, 0.0]])
+  o = np.array([0, 2, 1, 1])
+  p_hat = p_opt.mean(0)
+  want = np.log(q[np.arange(4), o]) - np.log(p_hat[o]) - np.log(3)
+  with np.errstate(divide="ignore"):
+    got = options.information_rewards(jnp.log(q.reshape(2, 2, 3)),
+                                      jnp.log(p_opt.reshape(2, 2, 3)), jnp.asarray(o.reshape(2, 2)))
+  np.testing.assert_allclose(np.ravel(got), want, rtol=1e-5)
+  # One option used everywhere and identified by q̃: log 1 − log 1 − log O.
+  one = jnp.log(jnp.array([[1.0, 0.0, 0.0]] * 4))
+  np.testing.assert_allclose(options.information_rewards(one, one, jnp.zeros(4, jnp.int32)),
+                             -np.log(3) * np.ones(4), rtol=1e-6)
