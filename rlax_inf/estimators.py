@@ -70,7 +70,18 @@ def iwae_bound(log_w: Array, axis: int = -1) -> Array:
   """
   _check_log_w(log_w)
   k = log_w.shape[axis]
-  return jax.nn.logsumexp(log_w, axis=axis) - jnp.log(jnp.asarray(k, log_w.dtype))
+  return _logsumexp(log_w, axis) - jnp.log(jnp.asarray(k, log_w.dtype))
+
+
+def _logsumexp(x: Array, axis: int) -> Array:
+  """logsumexp that is −inf with a zero gradient (not NaN) when every x is −inf."""
+  m = jax.lax.stop_gradient(jnp.max(x, axis=axis, keepdims=True))
+  m = jnp.where(jnp.isfinite(m), m, 0.0)
+  s = jnp.sum(jnp.exp(x - m), axis=axis)
+  positive = s > 0
+  # Double where: the log never sees 0, so the masked branch's cotangent stays finite.
+  return jnp.where(positive, jnp.log(jnp.where(positive, s, 1.0)) + jnp.squeeze(m, axis),
+                   -jnp.inf)
 
 
 def elbo(log_w: Array, axis: int = -1) -> Array:

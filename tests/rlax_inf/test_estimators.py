@@ -104,3 +104,22 @@ def test_bad_input():
     rlax_inf.iwae_bound(jnp.arange(3))
   with pytest.raises(AssertionError):
     rlax_inf.trajectory_log_weights(jnp.zeros(3), jnp.zeros(2), jnp.zeros(3))
+
+
+def test_iwae_with_every_weight_minus_inf_has_a_zero_gradient_not_nan():
+  # A sample set with no posterior mass: the bound is -inf and its gradient 0.
+  log_w = jnp.full((2, 4), -jnp.inf).at[1, 2].set(0.5)
+  bound = rlax_inf.iwae_bound(log_w)
+  assert bound[0] == -np.inf
+  np.testing.assert_allclose(bound[1], 0.5 - np.log(4), rtol=1e-6)
+  g = jax.grad(lambda x: jnp.sum(jnp.where(jnp.isfinite(rlax_inf.iwae_bound(x)),
+                                           rlax_inf.iwae_bound(x), 0.0)))(log_w)
+  assert np.all(np.isfinite(g))
+  np.testing.assert_array_equal(g[0], 0.0)
+  np.testing.assert_allclose(g[1], [0, 0, 1, 0], atol=1e-7)  # softmax over the finite one
+  # Against jax.nn.logsumexp wherever that is defined.
+  x = jax.random.normal(jax.random.PRNGKey(0), (3, 5)) * 30
+  np.testing.assert_allclose(rlax_inf.iwae_bound(x, 0),
+                             jax.nn.logsumexp(x, 0) - np.log(3), rtol=1e-6)
+  np.testing.assert_allclose(jax.grad(lambda v: rlax_inf.iwae_bound(v).sum())(x),
+                             jax.nn.softmax(x, -1), rtol=1e-5, atol=1e-7)
