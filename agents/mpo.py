@@ -90,6 +90,8 @@ class MPOConfig:
     retrace_length: T of the Retrace sequences (critic="retrace").
     retrace_lambda: λ of the Retrace traces.
     critic_temperature: τ ≥ 0 of the soft critic target (0: MPO's expectation).
+    num_critics: J ≥ 1 critics trained on the same target; the targets and the E-step
+      use their minimum min_j Q̄_j (J = 2: SAC's / TD3's twin critics; 1: the paper).
     target_update_period: K > 0: copy θ̄ ← θ every K updates; 0: Polyak with `polyak`.
     polyak: ρ of the Polyak average (target_update_period = 0).
     reward_scale: rewards are multiplied by this in the critic's targets.
@@ -112,6 +114,7 @@ class MPOConfig:
   retrace_length: int = 8
   retrace_lambda: float = 1.0
   critic_temperature: float = 0.0
+  num_critics: int = 1
   target_update_period: int = 100
   polyak: float = 0.005
   reward_scale: float = 1.0
@@ -132,6 +135,8 @@ class MPOConfig:
       raise ValueError(f"retrace_length must be >= 2, got {self.retrace_length}")
     if not 0.0 <= self.retrace_lambda <= 1.0:
       raise ValueError(f"retrace_lambda must be in [0, 1], got {self.retrace_lambda}")
+    if self.num_critics < 1:
+      raise ValueError(f"num_critics must be >= 1, got {self.num_critics}")
     if self.critic_temperature < 0:
       raise ValueError(f"critic_temperature must be >= 0, got {self.critic_temperature}")
     if self.target_update_period < 0:
@@ -216,7 +221,8 @@ def make_losses(config: MPOConfig, actor_net: networks.Actor, critic_net: networ
   sequences (critic="retrace").
   """
   n, tau = config.num_action_samples, config.critic_temperature
-  q_of = lambda params, obs, a: critic_net.apply(params, obs, a)[0]  # one critic
+  # min_j Q_j: the value of the targets and the E-step (Q itself when J = 1).
+  q_of = lambda params, obs, a: jnp.min(critic_net.apply(params, obs, a), axis=0)
 
   def target_actor_apply(params, obs):
     return jax.tree.map(jax.lax.stop_gradient, actor_net.apply(params, obs))
@@ -234,7 +240,7 @@ def make_losses(config: MPOConfig, actor_net: networks.Actor, critic_net: networ
     y = rlax_inf.soft_td_target(per_sample(config.reward_scale * batch.reward),
                                 per_sample(discount_t), q_t, log_pi_t, tau)
     y = jax.lax.stop_gradient(jnp.mean(y, axis=-1))
-    q = q_of(critic, batch.obs, batch.action)
+    q = critic_net.apply(critic, batch.obs, batch.action)  # [J, B]
     return y - q, q
 
   def retrace_errors(critic, target_critic, target_actor, batch, key):
@@ -250,7 +256,8 @@ def make_losses(config: MPOConfig, actor_net: networks.Actor, critic_net: networ
     slots = jax.vmap(jax.vmap(_sampled_retrace_inputs))(q_t, log_pi_t, q_next, log_pi_next,
                                                         log_mu_next)
     q_slots, a_slot, log_p, log_prior, log_mu_slot = slots
-    q = q_of(critic, batch.obs, batch.action)  # [B, T]
+    q_all = critic_net.apply(critic, batch.obs, batch.action)  # [J, B, T]
+    q = q_all[0]
     discount_t = config.discount * (1.0 - batch.terminated)
     lambda_t = config.retrace_lambda * (1.0 - batch.done)
     # soft_retrace takes q_tm1 and q_t over the same action set; only slot 0 (a_tm1 = 0)
@@ -260,7 +267,8 @@ def make_losses(config: MPOConfig, actor_net: networks.Actor, critic_net: networ
         q_tm1, q_slots, jnp.zeros(q.shape, jnp.int32), a_slot,
         config.reward_scale * batch.reward, discount_t, log_p, log_mu_slot, tau, log_prior,
         lambda_t)
-    return td, q
+    # The Retrace target G does not depend on Q(s_i, a_i): δ_j = G − Q_j = δ_0 + Q_0 − Q_j.
+    return td + q - q_all, q_all
 
   errors = td_errors if config.critic == "td" else retrace_errors
 
@@ -305,7 +313,7 @@ def make(config: MPOConfig, env_spec: Any) -> base.Agent:
   obs_size, action_size = int(env_spec.observation_size), int(env_spec.action_size)
   retrace = config.critic == "retrace"
   actor_net = networks.Actor(config.hidden, action_size)
-  critic_net = networks.Critics(config.hidden, 1)
+  critic_net = networks.Critics(config.hidden, config.num_critics)
   policy_tx = optax.multi_transform(
       {"actor": optax.adam(config.actor_lr), "duals": optax.adam(config.dual_lr)},
       lambda params: {k: jax.tree.map(lambda _: k, v) for k, v in params.items()})

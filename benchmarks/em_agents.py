@@ -10,7 +10,8 @@
       The harder task: the four agents on the same seeds and budget, no target;
       one plot with every agent's curves.
   --steps N (shorter budget), --set agent.key=value (diagnostics; the runs are
-      cached under their own settings), --no-write (print only).
+      cached under their own settings; `train.key=value` sets the loop, e.g.
+      train.grad_updates_per_step=16), --no-write (print only).
   python -m benchmarks.em_agents --quick
       CI size: the pure-JAX pendulum, a few thousand steps, 2 seeds, mpo and virel,
       XLA's LLVM optimisation level 0 (as the tests); checks that everything runs
@@ -53,6 +54,8 @@ from rlax_inf.agents.config import TrainConfig
 RESULTS = os.path.join(os.path.dirname(__file__), "results")
 CACHE = "runs/bench_em_agents"
 MACHINE = "2-core Intel Xeon @ 2.00GHz VM, CPU only"
+#: Written instead of MACHINE when the run is on a GPU (the device machine lent to a session).
+GPU_MACHINE = "one NVIDIA H100 80GB GPU, 16 CPU cores (lent device machine)"
 
 #: The loop of every task: 16 envs, 4 updates of batch 256 per vector step (one update
 #: per 4 env steps), small networks, an evaluation every 4,992 env steps per seed.
@@ -276,6 +279,7 @@ def main(argv=None):
   budget = train_kw["total_steps"] if args.quick or args.steps else task["budget"]
   target = None if args.quick else task["target"]
   sets = _parse_sets(args.set)
+  train_kw.update(sets.pop("train", {}))
   t_start = time.time()
   results, summary = {}, {}
   for name in agents:
@@ -290,7 +294,8 @@ def main(argv=None):
                          partial=result.get("partial", False),
                          wall_s=results[name]["wall_s"],
                          first_interval_s=results[name]["first_interval_s"])
-  entry = dict(command=_common.command(), machine=MACHINE, seeds=seeds, target=target,
+  machine = GPU_MACHINE if jax.default_backend() == "gpu" else MACHINE
+  entry = dict(command=_common.command(), machine=machine, seeds=seeds, target=target,
                budget=budget, train=train_kw, invocation_wall_s=time.time() - t_start,
                agent_configs={k: r["agent_config"] for k, r in results.items()},
                summary=summary)
@@ -322,8 +327,9 @@ def _markdown(everything: dict) -> str:
           "written by hand.", ""]
   for task, e in everything["tasks"].items():
     text += [f"## {task}", "", f"Command: `{e['command']}`", "",
-             f"Machine: {e['machine']} (shared with three other sessions: wall times are "
-             f"not speed figures).", "",
+             f"Machine: {e['machine']}" + (
+                 " (shared with three other sessions: wall times are not speed figures)."
+                 if e["machine"] == MACHINE else "."), "",
              f"Loop: {e['train']}, {e['seeds']} seeds vmapped (seeds 0..{e['seeds'] - 1}).", ""]
     text += [f"* {k}: {v}" for k, v in e["agent_configs"].items()] + [""]
     text += _table(task, e) + ["", f"Curves: em_agents_{task}.png", ""]

@@ -28,8 +28,15 @@ def _actor(p, obs):
   return out[..., :ACT], jnp.log1p(jnp.exp(out[..., ACT:])) + 1e-3
 
 
+def _q_all(p, obs, a):
+  """Every critic's Q [J, ...]."""
+  x = jnp.concatenate([obs, a], -1)
+  return jax.vmap(lambda layer: _mlp(layer, x)[..., 0])(p)
+
+
 def _q(p, obs, a):
-  return _mlp(jax.tree.map(lambda l: l[0], p), jnp.concatenate([obs, a], -1))[..., 0]
+  """min_j Q_j: the value of the targets and the E-step."""
+  return jnp.min(_q_all(p, obs, a), 0)
 
 
 def _log_normal(x, mean, std):
@@ -58,7 +65,7 @@ def _critic_errors(cfg, state, batch, key):
                  - tau * _log_pi(u_t, m_t[..., None, :], s_t[..., None, :]), -1)
   r = cfg.reward_scale * batch.reward
   disc = cfg.discount * (1 - batch.terminated)
-  q = _q(state.critic, batch.obs, batch.action)
+  q = _q_all(state.critic, batch.obs, batch.action)  # [J, ...]: each critic its own error
   if cfg.critic == "td":
     return r + disc * v_t - q, q
   # Retrace by its recursion, one sequence at a time.
@@ -75,8 +82,8 @@ def _critic_errors(cfg, state, batch, key):
     for i in range(T - 2, -1, -1):
       g = r[b, i] + disc[b, i] * (v_t[b, i] + c[b, i] * (g - q_b[b, i]))
       gs.append(g)
-    td.append(jnp.stack(gs[::-1]) - q[b])
-  return jnp.stack(td), q
+    td.append(jnp.stack(gs[::-1]))
+  return jnp.stack(td) - q, q
 
 
 def _reference_update(cfg, state, batch, key):
@@ -148,12 +155,13 @@ def _perturbed_state(agent):
       duals=mpo.Duals(jnp.asarray(0.7), jnp.asarray(2.0), jnp.asarray(30.0)))
 
 
-@pytest.mark.parametrize("critic, tau, period", [("td", 0.0, 1), ("td", 0.3, 0),
-                                                 ("retrace", 0.0, 0), ("retrace", 0.2, 1)])
-def test_update_matches_reference(critic, tau, period):
+@pytest.mark.parametrize("critic, tau, period, critics", [
+    ("td", 0.0, 1, 1), ("td", 0.3, 0, 1), ("retrace", 0.0, 0, 1), ("retrace", 0.2, 1, 1),
+    ("td", 0.0, 0, 2), ("retrace", 0.2, 0, 2)])
+def test_update_matches_reference(critic, tau, period, critics):
   cfg = mpo.MPOConfig(hidden=(16,), critic=critic, retrace_length=T, num_action_samples=N,
                       critic_temperature=tau, target_update_period=period, polyak=0.1,
-                      reward_scale=1.5, retrace_lambda=0.9)
+                      reward_scale=1.5, retrace_lambda=0.9, num_critics=critics)
   agent = mpo.make(cfg, SPEC)
   state = _perturbed_state(agent)
   batch = _batch(jax.random.PRNGKey(1), (B,) if critic == "td" else (B, T), agent, state)
@@ -277,6 +285,7 @@ def test_act_stores_the_behaviour_log_prob_for_retrace_only():
     (dict(epsilon_stddev=0.0), "epsilon_stddev"), (dict(num_action_samples=0), "num_action_samples"),
     (dict(critic="nstep"), "critic"), (dict(critic_temperature=-0.1), "critic_temperature"),
     (dict(init_temperature=0.0), "init_temperature"), (dict(retrace_length=1), "retrace_length"),
+    (dict(num_critics=0), "num_critics"),
 ])
 def test_bad_config_is_refused_in_one_line(kw, field):
   with pytest.raises(ValueError) as e:
