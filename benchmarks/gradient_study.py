@@ -148,18 +148,49 @@ def _derive_lqr():
         float(np.max(np.abs(np.linalg.eigvals(a + b @ k)))))
 
 
-def _cache_path(env_name, dtype, pol, horizon, seeds, samples):
-  return os.path.join(CACHE, f'{env_name}_{dtype}_{pol}_T{horizon}_S{seeds}_N{samples}.npz')
+def _cache_path(env_name, dtype, pol, horizon, seeds, samples, seed_start=0):
+  """Seeds 0..S-1 of a cell; with seed_start = K, only seeds K..S-1 of it."""
+  tag = f'S{seeds}' if seed_start == 0 else f'seeds{seed_start}-{seeds}'
+  return os.path.join(CACHE, f'{env_name}_{dtype}_{pol}_T{horizon}_{tag}_N{samples}.npz')
+
+
+def _cell_parts(env_name, dtype, pol, horizon, seeds, samples):
+  """Cache files that together hold seeds 0..S-1 of a cell, or None.
+
+  Either the S-seed file, or a K-seed file and the file of seeds K..S-1 measured
+  later with --seed-start K (seed i's keys do not depend on S: jax.random.split
+  is prefix-consistent, so the two parts are exactly the S-seed measurement).
+  """
+  whole = _cache_path(env_name, dtype, pol, horizon, seeds, samples)
+  if os.path.exists(whole):
+    return [whole]
+  for k in range(seeds - 1, 1, -1):
+    head = _cache_path(env_name, dtype, pol, horizon, k, samples)
+    tail = _cache_path(env_name, dtype, pol, horizon, seeds, samples, seed_start=k)
+    if os.path.exists(head) and os.path.exists(tail):
+      return [head, tail]
+  return None
+
+
+def _load_cell(paths):
+  parts = [dict(np.load(p)) for p in paths]
+  return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
 def measure_env(env_name, x64, horizons, seeds, samples, ref_batches, log,
-                seed_batch=8, cached_only=False, policies=POLICIES):
-  """Measures every (policy, T) of one env in one dtype; cached per (policy, T)."""
+                seed_batch=8, cached_only=False, policies=POLICIES, seed_start=0):
+  """Measures every (policy, T) of one env in one dtype; cached per (policy, T).
+
+  seed_start = K > 0 measures only seeds K..S-1 (to extend a K-seed measurement).
+  """
   dtype = 'float64' if x64 else 'float32'
   todo = [(pol, t) for pol in policies for t in horizons
-          if not os.path.exists(_cache_path(env_name, dtype, pol, t, seeds, samples))]
+          if _cell_parts(env_name, dtype, pol, t, seeds, samples) is None
+          and not os.path.exists(_cache_path(env_name, dtype, pol, t, seeds, samples,
+                                             seed_start))]
   check_path = os.path.join(CACHE, f'{env_name}_check_S{seeds}_N{samples}.json')
-  need_check = x64 and not os.path.exists(check_path)
+  need_check = x64 and seed_start == 0 and not os.path.exists(check_path)
+  n_run = seeds - seed_start
   if cached_only:
     todo, need_check = [], False
   if todo or need_check:
@@ -178,7 +209,7 @@ def measure_env(env_name, x64, horizons, seeds, samples, ref_batches, log,
       # Seeds in batches of `seed_batch` (lax.map): the backward pass keeps every
       # step's residuals of every rollout in memory; 8 × N at a time fits hopper.
       estimate = jax.jit(lambda p, keys, n: jax.lax.map(
-          lambda k: one_seed(p, k, n), keys, batch_size=min(seed_batch, seeds)))
+          lambda k: one_seed(p, k, n), keys, batch_size=min(seed_batch, n_run)))
       pols = policy_params(env_name, env.observation_size, env.action_size)
       first_call = True
       for pol, t in todo:
@@ -186,14 +217,14 @@ def measure_env(env_name, x64, horizons, seeds, samples, ref_batches, log,
         out = {}
         base = 1000 * (1 + POLICIES.index(pol)) + t
         for batch in range(1 + ref_batches):
-          keys = jax.random.split(jax.random.PRNGKey(base * 100 + batch), seeds)
+          keys = jax.random.split(jax.random.PRNGKey(base * 100 + batch), seeds)[seed_start:]
           t1 = time.time()
           res = jax.device_get(estimate(params, keys, jnp.int32(t)))
           if first_call:
             log(f'  {env_name} {dtype}: compiled and ran in {time.time() - t0:.0f} s')
             first_call = False
           flat = lambda g: np.concatenate(
-              [np.reshape(x, (seeds, -1)) for x in jax.tree.leaves(g)], axis=1)
+              [np.reshape(x, (n_run, -1)) for x in jax.tree.leaves(g)], axis=1)
           tag = 'main' if batch == 0 else f'ref{batch}'
           out[f'{tag}_g0'] = flat(res.zeroth.grad)
           out[f'{tag}_g1'] = flat(res.first.grad)
@@ -204,7 +235,7 @@ def measure_env(env_name, x64, horizons, seeds, samples, ref_batches, log,
           out[f'{tag}_value'] = np.asarray(res.value)
           log(f'  {env_name} {dtype} {pol} T={t} batch {batch}: {time.time() - t1:.1f} s')
         os.makedirs(CACHE, exist_ok=True)
-        np.savez(_cache_path(env_name, dtype, pol, t, seeds, samples), **out)
+        np.savez(_cache_path(env_name, dtype, pol, t, seeds, samples, seed_start), **out)
       if need_check:
         check = _gradient_check(estimate, pols, fdtype, seeds)
         with open(check_path, 'w') as f:
@@ -213,11 +244,11 @@ def measure_env(env_name, x64, horizons, seeds, samples, ref_batches, log,
   rows = []
   for pol in POLICIES:
     for t in horizons:
-      path = _cache_path(env_name, dtype, pol, t, seeds, samples)
-      if not os.path.exists(path):  # --cached-only: not measured (yet).
+      paths = _cell_parts(env_name, dtype, pol, t, seeds, samples)
+      if paths is None:  # --cached-only: not measured (yet).
         log(f'  not measured: {env_name} {dtype} {pol} T={t}')
         continue
-      data = dict(np.load(path))
+      data = _load_cell(paths)
       rows.append(dict(env=env_name, dtype=dtype, policy=pol, horizon=t,
                        **_statistics(data, seeds, samples, ref_batches)))
   check = None
@@ -442,6 +473,8 @@ def main(argv=None):
                       help='seeds vmapped at once (memory vs speed)')
   parser.add_argument('--policies', nargs='+', default=list(POLICIES), choices=POLICIES,
                       help='which policies to measure, in this order')
+  parser.add_argument('--seed-start', type=int, default=0,
+                      help='measure only seeds K..S-1 (extends a K-seed cache to S seeds)')
   parser.add_argument('--cached-only', action='store_true',
                       help='report what runs/gradient_study holds; measure nothing')
   parser.add_argument('--derive-lqr', action='store_true')
@@ -456,6 +489,10 @@ def main(argv=None):
       print(f'gradient_study: error: {name} must be >= 2 (>= 1 for --ref-batches); '
             f'got {v}', file=sys.stderr)
       return 2
+  if args.seed_start < 0 or args.seed_start >= min(args.seeds, args.hopper_seeds):
+    print(f'gradient_study: error: --seed-start must be in [0, seeds); got {args.seed_start}',
+          file=sys.stderr)
+    return 2
   if any(t < 1 for t in args.horizons):
     print(f'gradient_study: error: --horizons must be >= 1; got {args.horizons}',
           file=sys.stderr)
@@ -475,7 +512,7 @@ def main(argv=None):
     for dtype in args.dtypes:
       r, c = measure_env(name, dtype == 'float64', tuple(args.horizons), seeds,
                          args.samples, args.ref_batches, log, args.seed_batch,
-                         args.cached_only, tuple(args.policies))
+                         args.cached_only, tuple(args.policies), args.seed_start)
       rows += r
       checks[name] = c or checks.get(name)
   elapsed = time.time() - t0

@@ -52,3 +52,24 @@ def test_statistics_of_a_known_sample():
                            cached_only=False)
   md = '\n'.join(gradient_study._markdown(rows, {}, args, 'cmd', 60.0))
   assert '| stabilising | float32 | 10 |' in md and '| 0.0005 |' in md.replace('5e-04', '0.0005')
+
+
+def test_seed_start_extends_a_cell_to_exactly_the_full_measurement(tmp_path, monkeypatch):
+  """Seeds 0..1 plus seeds 2..3 (--seed-start 2) read back as the 4-seed run."""
+  monkeypatch.setattr(gradient_study, 'CACHE', str(tmp_path))
+  kw = dict(x64=False, horizons=(5,), samples=2, ref_batches=1, log=lambda s: None,
+            policies=('stabilising',))
+  gradient_study.measure_env('pendulum', seeds=2, **kw)
+  gradient_study.measure_env('pendulum', seeds=4, seed_start=2, **kw)
+  parts = gradient_study._cell_parts('pendulum', 'float32', 'stabilising', 5, 4, 2)
+  assert [p.split('_')[-2] for p in parts] == ['S2', 'seeds2-4']
+  combined = gradient_study._load_cell(parts)
+  gradient_study.measure_env('pendulum', seeds=4, cached_only=False, **kw)  # reads the parts
+  assert not (tmp_path / 'pendulum_float32_stabilising_T5_S4_N2.npz').exists()
+  monkeypatch.setattr(gradient_study, 'CACHE', str(tmp_path / 'whole'))
+  gradient_study.measure_env('pendulum', seeds=4, **kw)
+  whole = dict(np.load(tmp_path / 'whole' / 'pendulum_float32_stabilising_T5_S4_N2.npz'))
+  assert combined.keys() == whole.keys()
+  for k in whole:
+    assert combined[k].shape[0] == 4
+    np.testing.assert_allclose(combined[k], whole[k], rtol=1e-5, atol=1e-6, err_msg=k)
