@@ -55,6 +55,22 @@ selection, continuation and intra-option policies (which options run where, and
 where they go), maximum likelihood for q̃(o|s) (its only gradient; p̂ is
 stopped: E_p̂[∇ log p̂] = 0 at the true marginal).
 
+With `info_selection` η > 0 (needs β > 0) the option selection q(o|s), the
+initiation of the options, is learned from the information term alone (as VIC
+learns its option prior). The selection that maximises the term's expectation
+at s with an entropy bonus, Σ_o q(o|s) [log q̃(o|s) − log p̂(o)] + η H(q(·|s)),
+is the Gibbs distribution
+
+  q*(o|s) = softmax_o((log q̃(o|s) − log p̂(o)) / η),
+
+and q moves towards it by minimising τ β mean_t KL(sg(q*(·|s_t)) ‖ q(·|s_t)) (an
+M-step, as MPO's); q gets no gradient from the rest of the bound (it enters it
+stopped). η < 1 sharpens: q → q̃ → q* amplifies any state dependence 1/η-fold
+per round (the uniform split is a saddle), while − log p̂ keeps the options
+in use. Why leave the split to this term: the bound hardly depends on how the
+policy is split into options (above), and the task's advantages favour
+whichever option is trained best so far, so one option wins.
+
   π0:      uniform (discrete), N(0, I) in pre-tanh space (continuous), as in klpg.
   V:       V(s_t, o_{t−1}), one head per previous option and one for "none"
            (an episode's first step): the state of the augmented MDP.
@@ -127,6 +143,7 @@ class OptionsConfig:
   learn_continuation: bool = True  # False: c(s, o) = sigmoid(continue_bias), fixed
   max_importance_weight: Optional[float] = 1.0  # ρ̄ of w = min(ρ̄, p/μ); None: w = 1
   info_weight: float = 0.0  # β of the information term τ β [log q̃(o|s) − log p̂(o) − log O]; 0: off
+  info_selection: float = 0.0  # η > 0: q(o|s) learned only from the information term (β > 0); 0: off
   reward_scale: float = 1.0
   normalize_observations: bool = True
 
@@ -159,6 +176,11 @@ class OptionsConfig:
       bad("reward_scale", "finite and > 0")
     if not (math.isfinite(self.info_weight) and self.info_weight >= 0):
       bad("info_weight", "finite and >= 0")
+    if not (math.isfinite(self.info_selection) and self.info_selection >= 0):
+      bad("info_selection", "finite and >= 0")
+    if self.info_selection > 0 and not (self.info_weight > 0 and self.learn_selection):
+      raise ValueError("info_selection > 0 needs info_weight > 0 and learn_selection=True, got "
+                       f"info_weight={self.info_weight!r}, learn_selection={self.learn_selection!r}")
 
 
 @flax.struct.dataclass
@@ -282,11 +304,32 @@ def information_rewards(log_q_state, log_option_probs, option):
     The term [...] of every step.
   """
   num_options = log_q_state.shape[-1]
-  flat = jnp.reshape(log_option_probs, (-1, num_options))
-  log_marginal = jax.lax.stop_gradient(
-      jax.nn.logsumexp(flat, axis=0) - math.log(flat.shape[0]))  # log p̂ [O]
+  log_marginal = option_marginal_log_probs(log_option_probs)
   take = lambda x: jnp.take_along_axis(x, option[..., None], axis=-1)[..., 0]
   return take(log_q_state) - log_marginal[option] - math.log(num_options)
+
+
+def option_marginal_log_probs(log_option_probs):
+  """log p̂(o) [O] = sg(log mean over every step [...] of π(o | s_t, o_{t−1}))."""
+  flat = jnp.reshape(log_option_probs, (-1, log_option_probs.shape[-1]))
+  return jax.lax.stop_gradient(jax.nn.logsumexp(flat, axis=0) - math.log(flat.shape[0]))
+
+
+def selection_target_kl(log_selection, log_q_state, log_marginal, eta):
+  """KL(sg(q*(·|s_t)) ‖ q(·|s_t)) [...], q* = softmax((log q̃(o|s_t) − log p̂(o)) / η).
+
+  Args:
+    log_selection: log q(·|s_t) [..., O], the option selection (differentiated).
+    log_q_state: log q̃(·|s_t) [..., O], the state-only reverse model.
+    log_marginal: log p̂ [O].
+    eta: η > 0, the temperature of the target.
+
+  Returns:
+    The KL of every step [...].
+  """
+  log_target = jax.lax.stop_gradient(
+      jax.nn.log_softmax((log_q_state - log_marginal) / eta, axis=-1))
+  return jnp.sum(jnp.exp(log_target) * (log_target - log_selection), axis=-1)
 
 
 def make_losses(config: OptionsConfig, actor_net, reverse_net, value_net, split,
@@ -308,7 +351,10 @@ def make_losses(config: OptionsConfig, actor_net, reverse_net, value_net, split,
     heads = split(actor_net.apply(actor, obs))
     o_t = batch.extras["option"]
     prev = batch.extras["prev_option"]
-    log_option_probs = option_log_probs(prev, heads.continue_prob, heads.log_selection)
+    # info_selection: q(o|s) is learned from the information term only (stopped here).
+    log_selection = (jax.lax.stop_gradient(heads.log_selection) if config.info_selection > 0
+                     else heads.log_selection)
+    log_option_probs = option_log_probs(prev, heads.continue_prob, log_selection)
     log_prob_o = jnp.take_along_axis(log_option_probs, o_t[..., None], axis=-1)[..., 0]
     log_pi_a, kl_t = intra_option_terms(heads.intra, o_t, batch.action, batch.extras,
                                         discrete, action_size)
@@ -329,6 +375,12 @@ def make_losses(config: OptionsConfig, actor_net, reverse_net, value_net, split,
       b_t = b_t + tau * config.info_weight * info_t
     else:
       info_t = jnp.zeros_like(r_t)
+    if config.info_selection > 0:
+      selection_kl = jnp.mean(selection_target_kl(
+          heads.log_selection, log_q_state, option_marginal_log_probs(log_option_probs),
+          config.info_selection))
+    else:
+      selection_kl = jnp.zeros(())
     b_sg = jax.lax.stop_gradient(b_t)
     gamma_t = config.discount * (1.0 - batch.terminated)
     y = returns(b_sg, gamma_t, v_t, jnp.zeros_like(b_sg),
@@ -344,6 +396,7 @@ def make_losses(config: OptionsConfig, actor_net, reverse_net, value_net, split,
     f = jax.lax.stop_gradient(v_tm1 + w * adv) + (b_t - b_sg)
     surrogate = rlax_inf.options_bound_surrogate(
         flat(f), flat(log_prob_o), flat(log_pi_a), jax.lax.stop_gradient(v_tm1).reshape(-1))
+    surrogate = surrogate - tau * config.info_weight * selection_kl
     not_first = (prev >= 0).astype(jnp.float32)
     option_entropy = -jnp.sum(jnp.exp(log_option_probs) * log_option_probs, -1)
     c_prev = jnp.take_along_axis(heads.continue_prob, jnp.maximum(prev, 0)[..., None],
@@ -351,6 +404,7 @@ def make_losses(config: OptionsConfig, actor_net, reverse_net, value_net, split,
     aux = dict(
         bound=jnp.mean(b_sg), kl=jnp.mean(kl_t), option_entropy=jnp.mean(option_entropy),
         reverse_log_prob=jnp.mean(log_q), info_reward=jnp.mean(info_t),
+        selection_kl=selection_kl,
         importance_weight=jnp.mean(w),
         continue_prob=jnp.sum(c_prev * not_first) / jnp.maximum(jnp.sum(not_first), 1.0),
         switch_rate=jnp.sum((o_t != prev) * not_first) / jnp.maximum(jnp.sum(not_first), 1.0),

@@ -39,10 +39,16 @@ CONFIGS = {  # (discrete?, config): one compilation each
         reverse_previous_option=False, learn_selection=False, learn_continuation=False,
         reverse_lr=1e-2)),
 }
-# The information term (β > 0) on the discrete agent.
-INFO_CONFIG = options.OptionsConfig(
-    num_options=O, hidden=(8,), temperature=0.3, max_grad_norm=None, continue_bias=0.5,
-    info_weight=2.5, normalize_observations=False)
+# The information term (β > 0) on the discrete agent; q(o|s) learned from it alone or not.
+INFO_CONFIGS = {
+    "info term": options.OptionsConfig(
+        num_options=O, hidden=(8,), temperature=0.3, max_grad_norm=None, continue_bias=0.5,
+        info_weight=2.5, normalize_observations=False),
+    "info term, selection from it alone": options.OptionsConfig(
+        num_options=O, hidden=(8,), temperature=0.3, max_grad_norm=None, continue_bias=0.5,
+        info_weight=2.5, info_selection=0.4, learn_continuation=False,
+        normalize_observations=False),
+}
 
 
 @functools.lru_cache(maxsize=None)
@@ -98,7 +104,8 @@ def _reference_loss(cfg, spec, state, batch):
     out = _mlp(actor, obs)
     intra = out[..., :O * per].reshape(B, T, O, per)
     sel = out[..., O * per:O * per + O] * (1.0 if cfg.learn_selection else 0.0)
-    q = jnp.exp(sel) / jnp.sum(jnp.exp(sel), -1, keepdims=True)
+    q_sel = jnp.exp(sel) / jnp.sum(jnp.exp(sel), -1, keepdims=True)
+    q = jax.lax.stop_gradient(q_sel) if cfg.info_selection > 0 else q_sel
     c_logit = out[..., O * per + O:] * (1.0 if cfg.learn_continuation else 0.0)
     c = 1.0 / (1.0 + jnp.exp(-(c_logit + cfg.continue_bias)))
     c_prev = jnp.where(first, 0.0, jnp.sum(c * one_hot(jnp.maximum(prev, 0), O), -1))
@@ -135,10 +142,15 @@ def _reference_loss(cfg, spec, state, batch):
     info_t = jnp.sum((log_qs - jnp.log(p_hat)) * one_hot(o, O), -1) - math.log(O)
     if cfg.info_weight > 0:
       b = b + tau * cfg.info_weight * info_t
-    return lp_o + lp_a, b, info_t
+    # info_selection η: KL(q* ‖ q), q* ∝ (q̃(o|s) / p̂(o))^(1/η), the only gradient of q.
+    eta = cfg.info_selection if cfg.info_selection > 0 else 1.0
+    target = jax.lax.stop_gradient((jnp.exp(log_qs) / p_hat) ** (1.0 / eta))
+    target = target / jnp.sum(target, -1, keepdims=True)
+    sel_kl = jnp.mean(jnp.sum(target * (jnp.log(target) - jnp.log(q_sel)), -1))
+    return lp_o + lp_a, b, info_t, sel_kl
 
   def loss(params):
-    lp, b, info_t = terms(*params)
+    lp, b, info_t, sel_kl = terms(*params)
     bs = jax.lax.stop_gradient(b)
     ys, y_next = [], jnp.zeros(B)
     for t in reversed(range(T)):
@@ -151,7 +163,8 @@ def _reference_loss(cfg, spec, state, batch):
     rho = jnp.exp(jax.lax.stop_gradient(lp) - batch.extras["log_prob"])
     w = jnp.minimum(cfg.max_importance_weight, rho)
     sg = jax.lax.stop_gradient
-    return -jnp.mean(sg(v + w * adv) + sg(w * adv) * (lp - sg(lp)) + (b - bs)), (y, info_t)
+    extra = tau * cfg.info_weight * sel_kl if cfg.info_selection > 0 else 0.0
+    return -jnp.mean(sg(v + w * adv) + sg(w * adv) * (lp - sg(lp)) + (b - bs)) + extra, (y, info_t)
 
   return loss, v, v_idx
 
@@ -274,7 +287,8 @@ def test_the_off_policy_loop_refuses_a_recurrent_agent():
 @pytest.mark.parametrize("setting, field", [
     ("num_options=0", "num_options"), ("temperature=-1", "temperature"),
     ("reverse_lr=0", "reverse_lr"), ("discount=1.5", "discount"),
-    ("info_weight=-0.5", "info_weight"),
+    ("info_weight=-0.5", "info_weight"), ("info_selection=0.5", "info_selection"),
+    ("info_selection=-1", "info_selection"),
 ])
 def test_cli_exits_2_with_one_line_on_a_bad_config(capsys, tmp_path, setting, field):
   from rlax_inf.agents import cli  # pylint: disable=g-import-not-at-top
@@ -288,9 +302,10 @@ def test_cli_exits_2_with_one_line_on_a_bad_config(capsys, tmp_path, setting, fi
 # --- the information term -----------------------------------------------------
 
 
-def test_information_term_value_and_gradient_match_the_reference():
+@pytest.mark.parametrize("case", list(INFO_CONFIGS))
+def test_information_term_value_and_gradient_match_the_reference(case):
   """β > 0: per-step term, loss and every parameter's gradient equal the hand-written ones."""
-  cfg = INFO_CONFIG
+  cfg = INFO_CONFIGS[case]
   _, init, _, rollout = _agent(cfg, True)
   state = init(jax.random.PRNGKey(0))
   batch = rollout(state, jax.random.PRNGKey(1))
@@ -309,7 +324,8 @@ def test_information_term_value_and_gradient_match_the_reference():
   info_grad = np.concatenate([np.ravel(x) for x in jax.tree.leaves(got[2])])
   assert np.abs(info_grad).max() > 1e-4  # q̃(o|s) learns (maximum likelihood of o_t)
   # Without the term the loss differs and q̃(o|s) gets no gradient.
-  _, _, (plain_loss, _, _) = options.build(dataclasses.replace(cfg, info_weight=0.0), DISCRETE)
+  _, _, (plain_loss, _, _) = options.build(
+      dataclasses.replace(cfg, info_weight=0.0, info_selection=0.0), DISCRETE)
   (base_loss, _), base_grads = jax.value_and_grad(plain_loss, has_aux=True)(
       params, batch.obs, batch, v_tm1, v_t)
   assert abs(float(base_loss) - float(got_loss)) > 1e-4
