@@ -51,6 +51,10 @@ AGENTS = {
     "apg": ("apg", dict(num_envs=32, eval_every=8192, total_steps=98_304), _APG),
     "apg+critic": ("apg", dict(num_envs=32, eval_every=8192, total_steps=98_304),
                    dict(_APG, critic=True)),
+    # Windows 4x longer (5.1 s of simulated time) over 4x fewer envs: the same 1,024 env
+    # steps and 96 updates per run as "apg".
+    "apg-h128": ("apg", dict(num_envs=8, eval_every=8192, total_steps=98_304),
+                 dict(_APG, horizon=128)),
     "sac": ("sac", dict(num_envs=16, grad_updates_per_step=16, batch_size=256,
                         prefill_steps=2048, eval_every=5000, total_steps=30_000),
             dict(hidden=(64, 64))),
@@ -169,7 +173,8 @@ def plot(results, path):
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-  colors = {"apg": "tab:blue", "apg+critic": "tab:green", "sac": "tab:orange"}
+  colors = {"apg": "tab:blue", "apg-h128": "tab:purple", "apg+critic": "tab:green",
+            "sac": "tab:orange"}
   for name, r in results.items():
     init = np.asarray(r["initial"]["eval_return"])
     curve = np.vstack([init[None], np.asarray(r["curves"]["eval_return"])])
@@ -184,49 +189,66 @@ def plot(results, path):
       ax.set_xlabel(label)
   axes[0].set_ylabel("deterministic eval return")
   axes[0].legend()
-  fig.suptitle("upright inverted_pendulum (Brax spring, r = 1 − (θ/0.2)²): apg vs sac")
+  fig.suptitle("upright inverted_pendulum (Brax spring, r = 1 − (θ/0.2)²): apg (H = 32, 128, "
+               "SHAC critic) vs sac")
   fig.tight_layout()
   fig.savefig(path, dpi=110)
 
 
 #: The reading, written from the runs of 2026-11-23 (the table above is regenerated).
-NOTES = """## Reading (2026-11-23)
+NOTES = """## Reading (2026-11-23, sessions 7 and 8)
 
-How the gradient is obtained: each update differentiates the 32-step window return
-of 32 envs through Brax's spring physics (`agents/differentiable.py`; the window
+How the gradient is obtained: each update differentiates the H-step window return
+of N envs through Brax's spring physics (`agents/differentiable.py`; the window
 gradient equals `jax.grad` of a straight-line unroll in tests/agents/test_apg.py);
 the initial state of a window is a constant (stop-gradient), as in brax.training's APG.
+All three apg rows take 1,024 env steps per update and 96 updates in 98,304 steps.
 
-* apg (no critic): every seed improves on its initial policy (eval 68 / 66 / 112 / 26
-  → 905 / 361 / 303 / 239 after 98,304 env steps per seed, 96 updates) with no
-  non-finite gradient and no NaN; the window objective (mean reward per step in the
-  window, ≤ 1) rose from 0.73 to 0.85. Only seed 0 came near balancing a whole
-  episode (968 at 90k steps); seeds 1–3 level off at 240–510 from ~40k steps. By the
-  margin fixed before the run (final ≥ 3× initial and ≥ +200), 3 of 4 seeds pass:
-  seed 2 gains +191 (2.7×). A reading, not measured here: 32 steps (1.3 s of
-  simulated time) is too short to see the slow drift that ends the episodes later,
-  which is what a critic at the window end (SHAC) is for.
+* **apg-h128 (H = 128 steps = 5.1 s of simulated time, 8 envs): 4/4 seeds balance.**
+  Eval 68 / 66 / 112 / 25 → 998 / 997 / 999 / 993 after 98,304 env steps per seed,
+  first ≥ 950 at 41k / 82k / 33k / 82k steps, no non-finite gradient, no NaN, 326
+  process CPU s for the whole run (225 of them compile + the first interval). This
+  is the margin fixed before the session-7 run (final ≥ 3× initial and ≥ +200) on
+  every seed, and ≥ 950 on every seed. Its window objective (mean reward per step in
+  the window) is lower than H = 32's (0.57 vs 0.85) because a 128-step window from a
+  cached reset contains the recovery from the reset; the policy std fell 0.61 → 0.27.
+* **apg (H = 32 = 1.3 s, 32 envs), session 7: 3/4 seeds by the margin.** Eval
+  68 / 66 / 112 / 26 → 905 / 361 / 303 / 239; seed 2 gains +191 (2.7×). Seeds 1–3
+  level off at 240–510 from ~40k steps. Measured now: at the same number of updates
+  and env steps, 4× longer windows reach 1000 on every seed; the slow drift that
+  ends the H = 32 episodes is outside a 1.3 s window's gradient.
+* **apg+critic (SHAC: H = 32, a TD(λ) critic bootstraps the window end, target
+  critic ρ = 0.2, 4 critic steps per window): fails.** Eval rises to 381 / 66 / 227 / 89
+  at 16k steps, then falls to ~30–80 by 57k and ends at 106 / 127 / 80 / 155. Its
+  window objective (which includes γ^H V̄(s_H)) keeps rising (0.77 → 1.35) while the
+  return falls: the policy climbs the critic's errors. Not investigated further
+  (candidates: a slower target critic, more critic steps, a critic on more data than
+  one window). This run was resumed from its cache once (session 7 → 8), so its
+  wall and CPU seconds include a second compile.
 * sac on the same task (same env object, 16 envs, 16 updates per vector step, the
   settings of sac_learning.md), 32,000 env steps per seed: eval 55 / 38 / 70 / 8 →
-  126 / 112 / 73 / 80; it hovered at 70–140 from 7k steps on. apg at the same env
-  steps (32,768) was at 482 / 176 / 524 / 279. By process CPU time (compile
-  included): sac 435 CPU s (212 for compile + the first interval), apg 319 CPU s
-  (248 for compile + the first interval) for its whole 98k-step run. So on this
-  task and budget apg is ahead both by env steps and by CPU time. Caveat, not
-  investigated: sac solved Brax's own inverted_pendulum (constant reward,
-  'positional') by 7–12k steps in sac_learning.md; whether the spring backend, the
-  shaped reward or cached resets hold it back here is not known, and 32k steps is a
-  short budget for it.
-* Wall seconds: every run was paused for minutes at a time by the lead's quiet
-  windows (SIGSTOP) and shared the 2 cores at load 2-14; sac's first interval shows
+  126 / 112 / 73 / 80; it hovered at 70–140 from 7k steps on. At the same env
+  steps (32,768) apg-h128 was at 751 / 72 / 999 / 436 and apg at 482 / 176 / 524 / 279.
+  By process CPU time (compile included): sac 435 CPU s for 32k steps, apg-h128 326
+  CPU s for 98k. So on this task and budget apg is ahead by env steps and by CPU
+  time. Caveat, not investigated: sac solved Brax's own inverted_pendulum (constant
+  reward, 'positional') by 7–12k steps in sac_learning.md; whether the spring
+  backend, the shaped reward or cached resets hold it back here is not known, and
+  32k steps is a short budget for it.
+* Wall seconds: the runs shared the 2 cores with other jobs (load 2–15) and were
+  paused at times (SIGSTOP quiet windows in session 7); sac's first interval shows
   2,687 wall s for 212 CPU s. Compare CPU seconds, not wall seconds.
+* The agent's default horizon stays 32 (brax.training APG's shape); on this task
+  pass `--set horizon=128` (and fewer envs for the same steps per update). Longer
+  windows are not free elsewhere: in gradient_study.md the pathwise variance on
+  reacher and hopper grows by orders of magnitude from T = 100.
 """
 
 
 def markdown(results, summ, cmd, seeds):
   md = ["# apg: analytic policy gradient through the simulator, beside sac", "",
-        f"Command: `{cmd}` (with `nice -n 10`)  ",
-        f"Machine: {MACHINE}, shared with the lead and another helper (load 2-14 during "
+        f"Command: `{cmd}` (each agent first trained by the same command with `--agents LABEL`; the cached runs are read back)  ",
+        f"Machine: {MACHINE}, shared with other jobs (load 2-15 during "
         "the runs, with pauses): wall seconds are NOT speed figures; process CPU seconds are given "
         "beside them (they include XLA compilation, which dominates on this machine).",
         "",
