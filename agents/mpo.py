@@ -13,6 +13,13 @@ target critic Q̄. Per batch of states s, with N actions a_k ~ π̄(·|s):
            KL_μ = KL(N(μ̄, σ̄) ‖ N(μ, σ̄)) ≤ ε_μ,  KL_σ = KL(N(μ̄, σ̄) ‖ N(μ̄, σ)) ≤ ε_σ,
            each multiplier α by its own dual α (ε − KL)
                   [rlax_inf.decoupled_gaussian_log_prob / _kl, lagrange_penalty, mpo_loss]
+  penalty (`action_penalty_epsilon` ε_p > 0; MO-MPO's action penalization,
+  Abdolmaleki et al., 2020, on by default in Acme's MPO): a second E-step on the cost
+           c_k = −‖u_k − clip(u_k, −b, b)‖  (b = `action_penalty_bound`, pre-tanh),
+           w̄ᵖ = softmax_k(c_k/η_p), η_p by its own dual with ε_p, and the M-step fits
+           w̄ + w̄ᵖ. Without it nothing pulls a pre-tanh mean back from saturation:
+           where |μ| ≫ 1 every sample maps to ±1, Q̄ is flat across them and the
+           mean random-walks (the collapse of benchmarks/results/em_agents.md).
   targets: θ̄ ← θ every `target_update_period` updates, actor and critic
            [optax.periodic_update] (or Polyak averaging with `target_update_period=0`).
 
@@ -90,6 +97,8 @@ class MPOConfig:
     retrace_length: T of the Retrace sequences (critic="retrace").
     retrace_lambda: λ of the Retrace traces.
     critic_temperature: τ ≥ 0 of the soft critic target (0: MPO's expectation).
+    action_penalty_epsilon: ε_p of the action penalization (0: off).
+    action_penalty_bound: b, the pre-tanh bound of the penalty (tanh(2) ≈ 0.96).
     num_critics: J ≥ 1 critics trained on the same target; the targets and the E-step
       use their minimum min_j Q̄_j (J = 2: SAC's / TD3's twin critics; 1: the paper).
     target_update_period: K > 0: copy θ̄ ← θ every K updates; 0: Polyak with `polyak`.
@@ -115,6 +124,8 @@ class MPOConfig:
   retrace_lambda: float = 1.0
   critic_temperature: float = 0.0
   num_critics: int = 1
+  action_penalty_epsilon: float = 0.0
+  action_penalty_bound: float = 2.0
   target_update_period: int = 100
   polyak: float = 0.005
   reward_scale: float = 1.0
@@ -135,6 +146,10 @@ class MPOConfig:
       raise ValueError(f"retrace_length must be >= 2, got {self.retrace_length}")
     if not 0.0 <= self.retrace_lambda <= 1.0:
       raise ValueError(f"retrace_lambda must be in [0, 1], got {self.retrace_lambda}")
+    if self.action_penalty_epsilon < 0:
+      raise ValueError(f"action_penalty_epsilon must be >= 0, got {self.action_penalty_epsilon}")
+    if not self.action_penalty_bound > 0:
+      raise ValueError(f"action_penalty_bound must be > 0, got {self.action_penalty_bound}")
     if self.num_critics < 1:
       raise ValueError(f"num_critics must be >= 1, got {self.num_critics}")
     if self.critic_temperature < 0:
@@ -152,6 +167,7 @@ class Duals:
   temperature: jnp.ndarray  # η
   alpha_mean: jnp.ndarray  # α_μ
   alpha_stddev: jnp.ndarray  # α_σ
+  penalty_temperature: jnp.ndarray  # η_p (unused while action_penalty_epsilon = 0)
 
 
 @flax.struct.dataclass
@@ -290,6 +306,13 @@ def make_losses(config: MPOConfig, actor_net: networks.Actor, critic_net: networ
           log_pi, q, duals.temperature, config.epsilon,
           ((kl_mean, duals.alpha_mean, config.epsilon_mean),
            (kl_std, duals.alpha_stddev, config.epsilon_stddev)))
+      if config.action_penalty_epsilon > 0:
+        b = config.action_penalty_bound
+        cost = -jnp.linalg.norm(u - jnp.clip(u, -b, b), axis=-1)  # [N]
+        w_p, dual_p = rlax_inf.mpo_e_step(
+            cost, rlax_inf.project_multiplier(duals.penalty_temperature),
+            config.action_penalty_epsilon)
+        loss = loss + rlax_inf.mpo_m_step_loss(log_pi, w_p) + dual_p
       return loss, (extra, kl_mean, kl_std)
 
     loss, (extra, kl_mean, kl_std) = jax.vmap(one_state)(u, q, mean_old, std_old, mean, std)
@@ -297,6 +320,7 @@ def make_losses(config: MPOConfig, actor_net: networks.Actor, critic_net: networ
     metrics = dict(policy_loss=jnp.mean(extra.policy_loss),
                    temperature_loss=jnp.mean(extra.temperature_loss),
                    kl_mean=jnp.mean(kl_mean), kl_stddev=jnp.mean(kl_std),
+                   mean_abs=jnp.mean(jnp.abs(mean)),
                    ess_fraction=jnp.mean(ess) / n, std=jnp.mean(std))
     return jnp.mean(loss), (metrics, extra.weights)
 
@@ -329,7 +353,8 @@ def make(config: MPOConfig, env_spec: Any) -> base.Agent:
     scalar = lambda x: jnp.asarray(x, jnp.float32)
     duals = Duals(temperature=scalar(config.init_temperature),
                   alpha_mean=scalar(config.init_alpha_mean),
-                  alpha_stddev=scalar(config.init_alpha_stddev))
+                  alpha_stddev=scalar(config.init_alpha_stddev),
+                  penalty_temperature=scalar(config.init_temperature))
     return MPOState(
         actor=actor, critic=critic, target_actor=actor, target_critic=critic, duals=duals,
         policy_opt=policy_tx.init({"actor": actor, "duals": duals}),

@@ -102,7 +102,7 @@ def _reference_update(cfg, state, batch, key):
   q = _q(state.target_critic, jnp.repeat(obs[:, None], N, 1), jnp.tanh(u))  # [S, N]
 
   def loss(params):
-    actor, (eta, a_mu, a_sigma) = params
+    actor, (eta, a_mu, a_sigma, eta_p) = params
     m, s = _actor(actor, obs)
     sg = jax.lax.stop_gradient
     w = sg(jax.nn.softmax(q / eta, axis=1))
@@ -113,10 +113,16 @@ def _reference_update(cfg, state, batch, key):
     per_state = (-jnp.sum(w * loglik, 1) + dual
                  + sg(a_mu) * kl_mu + a_mu * (cfg.epsilon_mean - sg(kl_mu))
                  + sg(a_sigma) * kl_sigma + a_sigma * (cfg.epsilon_stddev - sg(kl_sigma)))
+    if cfg.action_penalty_epsilon > 0:  # MO-MPO's penalty: a second E-step on the cost
+      b = cfg.action_penalty_bound
+      cost = -jnp.sqrt(jnp.sum((u - jnp.clip(u, -b, b)) ** 2, -1))  # [S, N]
+      w_p = sg(jax.nn.softmax(cost / eta_p, axis=1))
+      per_state = (per_state - jnp.sum(w_p * loglik, 1) + eta_p * cfg.action_penalty_epsilon
+                   + eta_p * (jax.nn.logsumexp(cost / eta_p, axis=1) - math.log(N)))
     return jnp.mean(per_state), (kl_mu, kl_sigma)
 
   d = state.duals
-  params = (state.actor, (d.temperature, d.alpha_mean, d.alpha_stddev))
+  params = (state.actor, (d.temperature, d.alpha_mean, d.alpha_stddev, d.penalty_temperature))
   (policy_loss, (kl_mu, _)), (g_actor, g_duals) = jax.value_and_grad(loss, has_aux=True)(params)
   tx = optax.adam(cfg.actor_lr)
   actor = optax.apply_updates(state.actor, tx.update(g_actor, tx.init(state.actor))[0])
@@ -152,16 +158,19 @@ def _perturbed_state(agent):
   return state.replace(
       target_actor=jax.tree.map(lambda x: 0.8 * x, state.actor),
       target_critic=jax.tree.map(lambda x: 0.9 * x, state.critic),
-      duals=mpo.Duals(jnp.asarray(0.7), jnp.asarray(2.0), jnp.asarray(30.0)))
+      duals=mpo.Duals(jnp.asarray(0.7), jnp.asarray(2.0), jnp.asarray(30.0), jnp.asarray(0.4)))
 
 
-@pytest.mark.parametrize("critic, tau, period, critics", [
-    ("td", 0.0, 1, 1), ("td", 0.3, 0, 1), ("retrace", 0.0, 0, 1), ("retrace", 0.2, 1, 1),
-    ("td", 0.0, 0, 2), ("retrace", 0.2, 0, 2)])
-def test_update_matches_reference(critic, tau, period, critics):
+@pytest.mark.parametrize("critic, tau, period, critics, penalty", [
+    ("td", 0.0, 1, 1, 0.0), ("td", 0.3, 0, 1, 0.0), ("retrace", 0.0, 0, 1, 0.0),
+    ("retrace", 0.2, 1, 1, 0.0), ("td", 0.0, 0, 2, 0.0), ("retrace", 0.2, 0, 2, 0.0),
+    ("td", 0.0, 1, 2, 0.05)])
+def test_update_matches_reference(critic, tau, period, critics, penalty):
+  # action_penalty_bound 0.3: some pre-tanh samples lie outside it, so the penalty acts.
   cfg = mpo.MPOConfig(hidden=(16,), critic=critic, retrace_length=T, num_action_samples=N,
                       critic_temperature=tau, target_update_period=period, polyak=0.1,
-                      reward_scale=1.5, retrace_lambda=0.9, num_critics=critics)
+                      reward_scale=1.5, retrace_lambda=0.9, num_critics=critics,
+                      action_penalty_epsilon=penalty, action_penalty_bound=0.3)
   agent = mpo.make(cfg, SPEC)
   state = _perturbed_state(agent)
   batch = _batch(jax.random.PRNGKey(1), (B,) if critic == "td" else (B, T), agent, state)
@@ -176,7 +185,8 @@ def test_update_matches_reference(critic, tau, period, critics):
                           ("target_actor", new.target_actor, ref["targets"][0]),
                           ("target_critic", new.target_critic, ref["targets"][1])]:
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, err_msg=name, **TOL), got, want)
-  got = (new.duals.temperature, new.duals.alpha_mean, new.duals.alpha_stddev)
+  got = (new.duals.temperature, new.duals.alpha_mean, new.duals.alpha_stddev,
+         new.duals.penalty_temperature)
   np.testing.assert_allclose(got, ref["duals"], **TOL)
   assert int(new.steps) == 1
 
@@ -285,7 +295,9 @@ def test_act_stores_the_behaviour_log_prob_for_retrace_only():
     (dict(epsilon_stddev=0.0), "epsilon_stddev"), (dict(num_action_samples=0), "num_action_samples"),
     (dict(critic="nstep"), "critic"), (dict(critic_temperature=-0.1), "critic_temperature"),
     (dict(init_temperature=0.0), "init_temperature"), (dict(retrace_length=1), "retrace_length"),
-    (dict(num_critics=0), "num_critics"),
+    (dict(num_critics=0), "num_critics"), (dict(action_penalty_epsilon=-1.0),
+                                           "action_penalty_epsilon"),
+    (dict(action_penalty_bound=0.0), "action_penalty_bound"),
 ])
 def test_bad_config_is_refused_in_one_line(kw, field):
   with pytest.raises(ValueError) as e:
