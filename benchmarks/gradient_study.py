@@ -33,7 +33,8 @@ random unit directions in parameter space, same samples.
     nice -n 10 python -m benchmarks.gradient_study        # the full study
     python -m benchmarks.gradient_study --quick            # CI size: pure-JAX pendulum
 
-Results: benchmarks/results/gradient_study.{json,md,png}. Each (env, dtype,
+Results: benchmarks/results/gradient_study.{json,md,png}; the md keeps its
+hand-written notes and reading (from `_common.READING_MARK` on) when rewritten. Each (env, dtype,
 policy, T) is cached in runs/gradient_study/ (git-ignored) as soon as it is
 measured, so a killed run resumes; the persistent compilation cache is on.
 """
@@ -528,7 +529,9 @@ def main(argv=None):
                'samples': args.samples, 'ref_batches': args.ref_batches,
                'anchor': ANCHOR, 'rows': rows, 'gradient_checks': checks,
                'wall_seconds': elapsed}
-    _common.write_results('gradient_study', payload, '\n'.join(md) + '\n')
+    reading = _common.kept_reading(os.path.join(RESULTS, 'gradient_study.md'))
+    _common.write_results('gradient_study', payload, '\n'.join(md) + '\n\n' + reading
+                          if reading else '\n'.join(md) + '\n')
     _plot(rows, args.envs, os.path.join(RESULTS, 'gradient_study.png'))
   return 0
 
