@@ -11,6 +11,9 @@
       inverted_pendulum (Brax, 'positional'): `options` (tanh-Gaussian intra-option
       policies) and `sac` on the same env-step budget, both timed on this machine.
       Writes benchmarks/results/options.json, options.md and options.png.
+  python -m benchmarks.options --explore TAG --steps 204800 --seeds 2 --set info_weight=4 ...
+      one four-rooms run of the agent settings given (over FOUR_ROOMS_AGENT), cached under
+      runs/bench_options_short; prints the curves' end and the option statistics; writes nothing.
   python -m benchmarks.options --quick
       CI size: four_rooms only, 2 seeds, a few intervals; checks everything runs and
       prints the table; writes nothing.
@@ -59,14 +62,18 @@ VARIANTS = {
         dict(reverse_model=True, reverse_previous_option=False, learn_selection=False), "mfu"),
     "mean-field, uniform selection, fixed c = sigmoid(3) = 0.95, tau 0.05": (
         dict(reverse_model=True, reverse_previous_option=False, learn_selection=False,
-             learn_continuation=False, continue_bias=3.0, temperature=0.05), "mfuc"),
+             learn_continuation=False, continue_bias=3.0, temperature=0.05), "mfuc"),    "information term beta = 4, q(o|s) from it alone (eta = 0.03), fixed c = 0.5": (
+        dict(info_weight=4.0, info_selection=0.03, learn_continuation=False,
+             continue_bias=0.0), "info"),
 }
-#: Brax inverted_pendulum: both agents get 102,400 env steps per seed and evaluate every
-#: 10,240 (10 evaluations). options: 32 envs x T = 32 per rollout, 4 epochs x 4 minibatches
+#: Variants whose P(option | cell) maps are drawn.
+MAP_TAGS = ("rev", "info")
+#: Brax inverted_pendulum: both agents get 30,720 env steps per seed and evaluate every
+#: 5,120 (6 evaluations), a budget that a loaded 2-core VM runs in under an hour. options: 32 envs x T = 32 per rollout, 4 epochs x 4 minibatches
 #: (klpg's layout); sac: benchmarks.sac's learning settings (16 envs, 16 updates per vector
 #: step, batch 256, 2,048 prefill steps).
-PENDULUM_TRAIN = dict(env="inverted_pendulum", backend="positional", total_steps=102_400,
-                      eval_every=10_240, episode_length=1000, num_eval_envs=8)
+PENDULUM_TRAIN = dict(env="inverted_pendulum", backend="positional", total_steps=30_720,
+                      eval_every=5_120, episode_length=1000, num_eval_envs=8)
 PENDULUM_AGENTS = {
     "options": (dict(num_envs=32, num_minibatches=4, num_epochs=4),
                 dict(num_options=2, hidden=(64, 64), temperature=0.05, reward_scale=0.1,
@@ -90,8 +97,13 @@ def run(name, train_kw, agent_kw, seeds, cache_dir=CACHE, tag=""):
   """
   cfg = TrainConfig(num_seeds=seeds, **train_kw)
   agent_cfg = dataclasses.replace(registry.get(name).config, **agent_kw)
+  agent_dict = dataclasses.asdict(agent_cfg)
+  # Fields added after runs were cached count only away from their defaults (off), so
+  # those runs are read back.
+  if agent_dict.get("info_weight") == 0.0:
+    del agent_dict["info_weight"]
   settings = json.loads(json.dumps(dict(agent=name, train=dataclasses.asdict(cfg),
-                                        agent_config=dataclasses.asdict(agent_cfg))))
+                                        agent_config=agent_dict)))
   os.makedirs(cache_dir, exist_ok=True)
   path = os.path.join(cache_dir, f"{name}_{train_kw['env']}{tag}_{_key(settings)}")
   if os.path.exists(path + ".json") and os.path.exists(path + ".state.pkl"):
@@ -121,7 +133,7 @@ def run(name, train_kw, agent_kw, seeds, cache_dir=CACHE, tag=""):
     rows.append({k: np.asarray(v, np.float64).tolist() for k, v in metrics.items()})
     step = prefill + (i + 1) * trainer.env_steps_per_interval
     extra = "  ".join(f"{k} {np.mean(metrics[k]):.3g}" for k in
-                      ("switch_rate", "reverse_log_prob", "option_entropy", "kl", "alpha")
+                      ("switch_rate", "reverse_log_prob", "info_reward", "option_entropy", "kl", "alpha")
                       if k in metrics)
     print(f"  {name}{tag} step {step:>9,}  eval {np.round(metrics['eval_return'], 2)}  "
           f"[{extra}]  {walls[-1]:.0f} s", flush=True)
@@ -178,10 +190,9 @@ def option_rollouts(result, num_envs=ROLLOUT_ENVS, num_steps=ROLLOUT_STEPS, seed
   with open(result["path"] + ".state.pkl", "rb") as f:
     ts = pickle.load(f)
 
-  def one_seed(agent_state, key):
+  def one_seed(params, key):
     k_reset, k_steps = jax.random.split(key)
     states = jax.vmap(env.reset)(jax.random.split(k_reset, num_envs))
-    params = agent.policy_params(agent_state)
 
     def step(carry, k):
       states, agent_carry = carry
@@ -193,9 +204,10 @@ def option_rollouts(result, num_envs=ROLLOUT_ENVS, num_steps=ROLLOUT_STEPS, seed
                           jax.random.split(k_steps, num_steps))
     return out
 
-  seeds = jax.tree.leaves(ts.agent)[0].shape[0]
+  params = agent.policy_params(ts.agent)  # (the states cached before `info` have none)
+  seeds = jax.tree.leaves(params)[0].shape[0]
   keys = jax.random.split(jax.random.PRNGKey(seed), seeds)
-  return [np.asarray(x) for x in jax.jit(jax.vmap(one_seed))(ts.agent, keys)]
+  return [np.asarray(x) for x in jax.jit(jax.vmap(one_seed))(params, keys)]
 
 
 def _mi(x, y, nx, ny):
@@ -257,7 +269,8 @@ def plot(four_rooms, pendulum, out_png):
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  shown = [(name, VARIANTS[name][1]) for name in list(four_rooms)]
+  shown = [(name, VARIANTS[name][1]) for name in four_rooms if VARIANTS[name][1] in MAP_TAGS]
+  shown = shown or [(name, VARIANTS[name][1]) for name in four_rooms]
   seeds = len(four_rooms[shown[0][0]]["option_stats"])
   num_options = len(four_rooms[shown[0][0]]["option_stats"][0]["usage"])
   cells, shape, goal = four_rooms_cells()
@@ -361,10 +374,38 @@ def markdown(payload):
     for name, res in payload["pendulum"].items():
       lines += ["", f"* {name}: loop {res['train']}; agent {res['agent_config']}"]
     lines.append("")
-  lines += ["Plot: options.png (top: learning curves; below: P(option | cell) per seed and "
-            "option for every variant, with each option's share of the "
-            "steps, mean duration and most likely action).", ""]
+  lines += ["Plot: options.png (top: learning curves of every variant; below: P(option | cell) "
+            f"per seed and option for the variants {', '.join(MAP_TAGS)}, with each option's "
+            "share of the steps, mean duration and most likely action).", ""]
   return "\n".join(lines)
+
+
+def explore(tag, steps, seeds, settings, parser):
+  """One four-rooms run of FOUR_ROOMS_AGENT updated by `settings` ('KEY=VALUE', JSON values)."""
+  kw = {}
+  for item in settings:
+    key, sep, value = item.partition("=")
+    if not sep:
+      parser.error(f"argument --set: expected KEY=VALUE, got {item!r}")
+    try:
+      kw[key] = json.loads(value)
+    except json.JSONDecodeError:
+      parser.error(f"argument --set: {key}: not a JSON value: {value!r}")
+  train = dict(FOUR_ROOMS_TRAIN, total_steps=steps)
+  try:
+    res = run("options", train, dict(FOUR_ROOMS_AGENT, **kw), seeds,
+              "runs/bench_options_short", tag="_" + tag)
+  except (TypeError, ValueError) as e:
+    parser.error(f"argument --set: {e}")
+  stats = option_statistics(res, FOUR_ROOMS_AGENT["num_options"])
+  length, ret = np.array(res["curves"]["eval_length"]), np.array(res["curves"]["eval_return"])
+  print(f"{tag} {kw}: {res['steps'][-1]:,} steps/seed, final eval length "
+        f"{_fmt(length[-1], '{:.1f}')}, return {_fmt(ret[-1])}, wall {res['wall_s']:.0f} s")
+  for i, st in enumerate(stats):
+    print(f"  seed {i}: usage {_fmt(st['usage'])}, durations "
+          f"{_fmt(st['mean_duration'], '{:.1f}')}, I(o;room)/H "
+          f"{st['mi_room_bits'] / st['h_room_bits']:.2f}, I(o;a)/H "
+          f"{st['mi_action_bits'] / st['h_action_bits']:.2f}", flush=True)
 
 
 def main(argv=None):
@@ -372,10 +413,26 @@ def main(argv=None):
   parser.add_argument("--seeds", type=int, default=4)
   parser.add_argument("--tasks", nargs="+", default=["four_rooms", "inverted_pendulum"])
   parser.add_argument("--quick", action="store_true")
+  parser.add_argument("--variants", nargs="+", default=None, metavar="TAG",
+                      help="four-rooms variants by tag (default: all): "
+                           + " ".join(tag for _, tag in VARIANTS.values()))
+  parser.add_argument("--explore", metavar="TAG", default=None,
+                      help="one four-rooms run of --set settings (a short study); writes nothing")
+  parser.add_argument("--steps", type=int, default=None, help="env steps per seed (--explore)")
+  parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                      help="agent settings of --explore (JSON values)")
   parser.add_argument("--train-only", action="store_true",
                       help="train (or resume) and cache the runs of --tasks; write nothing")
   args = parser.parse_args(argv)
+  tags = [tag for _, tag in VARIANTS.values()]
+  bad = [t for t in args.variants or () if t not in tags]
+  if bad:
+    parser.error(f"argument --variants: unknown tag {bad[0]!r} (choose from {', '.join(tags)})")
   seeds = 2 if args.quick else args.seeds
+  if args.explore:
+    explore(args.explore, args.steps or FOUR_ROOMS_TRAIN["total_steps"], seeds, args.set,
+            parser)
+    return
   train = dict(FOUR_ROOMS_TRAIN)
   if args.quick:
     train.update(total_steps=4096, num_envs=8, eval_every=1024, num_eval_envs=4)
@@ -383,6 +440,8 @@ def main(argv=None):
   four_rooms, pendulum = {}, {}
   if "four_rooms" in args.tasks:
     for name, (kw, tag) in VARIANTS.items():
+      if args.variants and tag not in args.variants:
+        continue
       print(f"four_rooms, {name}", flush=True)
       res = run("options", train, dict(FOUR_ROOMS_AGENT, **kw), seeds, cache, tag="_" + tag)
       if args.train_only:
@@ -405,7 +464,8 @@ def main(argv=None):
   print(text)
   if args.quick:
     return
-  _common.write_results("options", payload, text)
+  reading = _common.kept_reading(os.path.join(RESULTS, "options.md"))
+  _common.write_results("options", payload, text + ("\n" + reading if reading else ""))
   plot(four_rooms, pendulum, os.path.join(RESULTS, "options.png"))
 
 
