@@ -366,6 +366,9 @@ LABELS = {'zeroth': 'score function', 'first': 'pathwise', 'alpha': 'α-mixed (�
           'alpha_checked': 'α-mixed (γ=0.1‖ref‖)'}
 
 
+Y_CAP = 1e22
+
+
 def _plot(rows, env_names, path):
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
@@ -373,6 +376,7 @@ def _plot(rows, env_names, path):
   fig, axes = plt.subplots(1, len(env_names), figsize=(5 * len(env_names), 4), squeeze=False)
   colors = {'zeroth': 'C0', 'first': 'C1', 'alpha': 'C2', 'alpha_checked': 'C3'}
   for ax, env_name in zip(axes[0], env_names):
+    capped = []
     for pol, marker in (('stabilising', 'o'), ('random', 'x')):
       for dtype, ls in (('float32', '-'), ('float64', '--')):
         sel = sorted((r for r in rows if r['env'] == env_name and r['policy'] == pol
@@ -383,8 +387,18 @@ def _plot(rows, env_names, path):
           ys = [r[est]['var'] for r in sel]
           ys = [y if np.isfinite(y) and y > 0 else np.nan for y in ys]
           label = f'{LABELS[est]}, {pol}' if dtype == 'float32' else None
-          ax.plot([r['horizon'] for r in sel], ys, ls, marker=marker, color=colors[est],
+          xs = [r['horizon'] for r in sel]
+          # Beyond Y_CAP (a diverged policy): drawn at the cap as ▲ (value in the table),
+          # so that the other curves keep a readable scale.
+          ax.plot(xs, [min(y, Y_CAP) for y in ys], ls, marker=marker, color=colors[est],
                   label=label, alpha=0.8 if pol == 'stabilising' else 0.5)
+          for x, y in zip(xs, ys):
+            if y > Y_CAP:
+              ax.plot([x], [Y_CAP], '^', color=colors[est], ms=9)
+              capped.append(y)
+    if capped:
+      ax.annotate(f'▲ off scale: up to {max(capped):.0e} (table)', (0.03, 0.9),
+                  xycoords='axes fraction', fontsize=8)
     ax.set_xscale('log')
     ax.set_yscale('log')
     ax.set_xlabel('horizon T')

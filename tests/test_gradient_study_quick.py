@@ -64,7 +64,8 @@ def test_seed_start_extends_a_cell_to_exactly_the_full_measurement(tmp_path, mon
   parts = gradient_study._cell_parts('pendulum', 'float32', 'stabilising', 5, 4, 2)
   assert [p.split('_')[-2] for p in parts] == ['S2', 'seeds2-4']
   combined = gradient_study._load_cell(parts)
-  gradient_study.measure_env('pendulum', seeds=4, cached_only=False, **kw)  # reads the parts
+  rows, _ = gradient_study.measure_env('pendulum', seeds=4, **kw)  # reads the two parts
+  assert len(rows) == 1 and rows[0]['horizon'] == 5
   assert not (tmp_path / 'pendulum_float32_stabilising_T5_S4_N2.npz').exists()
   monkeypatch.setattr(gradient_study, 'CACHE', str(tmp_path / 'whole'))
   gradient_study.measure_env('pendulum', seeds=4, **kw)
