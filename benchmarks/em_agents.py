@@ -65,7 +65,11 @@ _SMALL = dict(hidden=(64, 64))
 TASKS = {
     "inverted_pendulum": dict(
         train=dict(_LOOP, env="inverted_pendulum", total_steps=100_000),
-        agents={"mpo": dict(_SMALL), "virel": dict(_SMALL)},
+        agents={"mpo": dict(_SMALL, epsilon_stddev=1e-3, action_penalty_epsilon=1e-3),
+                "virel": dict(_SMALL, temperature_scale=0.01)},
+        # virel at sac's benchmark ratio (one update per env step); mpo at one per 4 (its
+        # update costs ~6x sac's: N = 20 critic evaluations per state).
+        loop={"virel": dict(grad_updates_per_step=16)},
         target=950.0, budget=100_000),
     # Reduced budget (the 2-core CPU shared by four sessions): see benchmarks/results.
     "hopper": dict(
@@ -77,7 +81,7 @@ TASKS = {
 QUICK = dict(env="pendulum", backend=None, total_steps=3_072, num_envs=8, batch_size=64,
              prefill_steps=512, eval_every=1_024, num_eval_envs=2, episode_length=100)
 #: Printed every interval (mean over seeds) when the agent logs them.
-_SHOWN = ("temperature", "kl_mean", "kl_stddev", "alpha_mean", "alpha_stddev", "std",
+_SHOWN = ("temperature", "kl_mean", "kl_stddev", "alpha_mean", "alpha_stddev", "std", "mean_abs",
           "ess_fraction", "msbe", "entropy", "q_mean", "critic_loss")
 
 
@@ -279,13 +283,16 @@ def main(argv=None):
   budget = train_kw["total_steps"] if args.quick or args.steps else task["budget"]
   target = None if args.quick else task["target"]
   sets = _parse_sets(args.set)
-  train_kw.update(sets.pop("train", {}))
+  train_sets = sets.pop("train", {})
   t_start = time.time()
-  results, summary = {}, {}
+  results, summary, loops = {}, {}, {}
   for name in agents:
     agent_kw = dict(task["agents"].get(name, _SMALL), **sets.get(name, {}))
-    print(f"{name}: {train_kw} {agent_kw}", flush=True)
-    result = run(name, train_kw, agent_kw, seeds, None if args.quick else CACHE, args.report)
+    loops[name] = {**({} if args.quick else task.get("loop", {}).get(name, {})), **train_sets}
+    agent_train = {**train_kw, **loops[name]}
+    print(f"{name}: {agent_train} {agent_kw}", flush=True)
+    result = run(name, agent_train, agent_kw, seeds, None if args.quick else CACHE,
+                 args.report)
     if result is None:
       print(f"  {name}: no interval finished yet")
       continue
@@ -298,6 +305,7 @@ def main(argv=None):
   entry = dict(command=_common.command(), machine=machine, seeds=seeds, target=target,
                budget=budget, train=train_kw, invocation_wall_s=time.time() - t_start,
                agent_configs={k: r["agent_config"] for k, r in results.items()},
+               agent_loops={k: loops[k] for k in results},
                summary=summary)
   print("\n".join(_table(args.task, entry)))
   if args.quick or args.no_write:
@@ -331,7 +339,9 @@ def _markdown(everything: dict) -> str:
                  " (shared with three other sessions: wall times are not speed figures)."
                  if e["machine"] == MACHINE else "."), "",
              f"Loop: {e['train']}, {e['seeds']} seeds vmapped (seeds 0..{e['seeds'] - 1}).", ""]
-    text += [f"* {k}: {v}" for k, v in e["agent_configs"].items()] + [""]
+    text += [f"* {k}: {v}" + (f"; loop overrides: {e['agent_loops'][k]}"
+                               if e.get("agent_loops", {}).get(k) else "")
+             for k, v in e["agent_configs"].items()] + [""]
     text += _table(task, e) + ["", f"Curves: em_agents_{task}.png", ""]
   return "\n".join(text)
 
