@@ -26,6 +26,7 @@ Evaluation (the shared `acting.evaluate`): mean first-episode return of
 
 import argparse
 import dataclasses
+import glob
 import hashlib
 import json
 import os
@@ -88,6 +89,57 @@ def _key(settings):
   return hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
 
 
+def _normalized(settings):
+  """Settings without the fields added after runs were cached while they are off (0 / False),
+  so that those runs are read back."""
+  agent = dict(settings["agent_config"])
+  for key in ("info_weight", "info_selection"):
+    if key in agent and not agent[key]:
+      del agent[key]
+  return dict(settings, agent_config=agent)
+
+
+def _settings_path(name, train_kw, agent_kw, seeds, cache_dir, tag):
+  cfg = TrainConfig(num_seeds=seeds, **train_kw)
+  agent_cfg = dataclasses.replace(registry.get(name).config, **agent_kw)
+  settings = _normalized(json.loads(json.dumps(dict(
+      agent=name, train=dataclasses.asdict(cfg), agent_config=dataclasses.asdict(agent_cfg)))))
+  path = os.path.join(cache_dir, f"{name}_{train_kw['env']}{tag}_{_key(settings)}")
+  return cfg, agent_cfg, settings, path
+
+
+def cached(name, train_kw, agent_kw, seeds, cache_dir=CACHE, tag=""):
+  """`run`'s result read from the cache without training; an unfinished run's evaluations
+  so far (with 'unfinished': the number of intervals planned); None if nothing is cached."""
+  cfg, agent_cfg, settings, path = _settings_path(name, train_kw, agent_kw, seeds, cache_dir, tag)
+  # Also runs cached under an older key of the same settings.
+  stems = [path] + sorted({p.rsplit("_", 1)[0] + "_" + p.rsplit("_", 1)[1].split(".")[0]
+                           for p in glob.glob(path.rsplit("_", 1)[0] + "_*")} - {path})
+  for stem in stems:
+    if os.path.exists(stem + ".json"):
+      with open(stem + ".json") as f:
+        res = json.load(f)
+      if _normalized({k: res[k] for k in settings}) == settings:
+        return res
+  for stem in stems:
+    if os.path.exists(stem + ".partial.pkl"):
+      with open(stem + ".partial.pkl", "rb") as f:
+        partial = pickle.load(f)
+      if _normalized(partial["settings"]) == settings:
+        break
+  else:
+    return None
+  trainer = training.Trainer(cfg, agent_cfg, name)
+  trainer_schedule = trainer.schedule
+  prefill = trainer_schedule.prefill_vector_steps * cfg.num_envs
+  per_interval = trainer.env_steps_per_interval
+  rows, walls = partial["rows"], partial["walls"]
+  return dict(settings, steps=[prefill + (i + 1) * per_interval for i in range(len(rows))],
+              wall_s=walls[-1], first_interval_s=walls[0],
+              curves={k: [r[k] for r in rows] for k in rows[0]}, path=path,
+              unfinished=trainer_schedule.num_intervals)
+
+
 def run(name, train_kw, agent_kw, seeds, cache_dir=CACHE, tag=""):
   """Train `seeds` seeds (vmapped); per evaluation the metrics; the final agent state kept.
 
@@ -95,17 +147,8 @@ def run(name, train_kw, agent_kw, seeds, cache_dir=CACHE, tag=""):
     dict(settings, steps, wall_s, first_interval_s, curves {key: [I][S]}, path) where
     path + '.state.pkl' holds the final train state (numpy).
   """
-  cfg = TrainConfig(num_seeds=seeds, **train_kw)
-  agent_cfg = dataclasses.replace(registry.get(name).config, **agent_kw)
-  agent_dict = dataclasses.asdict(agent_cfg)
-  # Fields added after runs were cached count only away from their defaults (off), so
-  # those runs are read back.
-  if agent_dict.get("info_weight") == 0.0:
-    del agent_dict["info_weight"]
-  settings = json.loads(json.dumps(dict(agent=name, train=dataclasses.asdict(cfg),
-                                        agent_config=agent_dict)))
+  cfg, agent_cfg, settings, path = _settings_path(name, train_kw, agent_kw, seeds, cache_dir, tag)
   os.makedirs(cache_dir, exist_ok=True)
-  path = os.path.join(cache_dir, f"{name}_{train_kw['env']}{tag}_{_key(settings)}")
   if os.path.exists(path + ".json") and os.path.exists(path + ".state.pkl"):
     with open(path + ".json") as f:
       cached = json.load(f)
@@ -368,7 +411,9 @@ def markdown(payload):
               "| wall s (first interval s) |", "|---|---|---|---|---|---|"]
     for name, res in payload["pendulum"].items():
       ret = np.array(res["curves"]["eval_return"])
-      lines.append(f"| {name} | {ret.shape[1]} | {res['steps'][-1]:,} | "
+      done = (f" (unfinished: {len(res['steps'])} of {res['unfinished']} evaluations)"
+              if res.get("unfinished") else "")
+      lines.append(f"| {name}{done} | {ret.shape[1]} | {res['steps'][-1]:,} | "
                    f"{_fmt(ret[-1], '{:.0f}')} | {_fmt(ret.max(0), '{:.0f}')} | "
                    f"{res['wall_s']:.0f} ({res['first_interval_s']:.0f}) |")
     for name, res in payload["pendulum"].items():
@@ -391,6 +436,10 @@ def explore(tag, steps, seeds, settings, parser):
       kw[key] = json.loads(value)
     except json.JSONDecodeError:
       parser.error(f"argument --set: {key}: not a JSON value: {value!r}")
+  defaults = registry.get("options").config
+  for key, value in kw.items():  # 4 -> 4.0 where the field is a float (one cache key)
+    if isinstance(getattr(defaults, key, None), float) and type(value) is int:  # pylint: disable=unidiomatic-typecheck
+      kw[key] = float(value)
   train = dict(FOUR_ROOMS_TRAIN, total_steps=steps)
   try:
     res = run("options", train, dict(FOUR_ROOMS_AGENT, **kw), seeds,
@@ -421,6 +470,9 @@ def main(argv=None):
   parser.add_argument("--steps", type=int, default=None, help="env steps per seed (--explore)")
   parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                       help="agent settings of --explore (JSON values)")
+  parser.add_argument("--cached-pendulum", action="store_true",
+                      help="report the inverted_pendulum runs from the cache as they are "
+                           "(unfinished ones up to their last evaluation); train nothing there")
   parser.add_argument("--train-only", action="store_true",
                       help="train (or resume) and cache the runs of --tasks; write nothing")
   args = parser.parse_args(argv)
@@ -455,7 +507,12 @@ def main(argv=None):
   if "inverted_pendulum" in args.tasks and not args.quick:
     for name, (loop_kw, agent_kw) in PENDULUM_AGENTS.items():
       print(f"inverted_pendulum, {name}", flush=True)
-      pendulum[name] = run(name, dict(PENDULUM_TRAIN, **loop_kw), agent_kw, seeds, cache)
+      if args.cached_pendulum:
+        res = cached(name, dict(PENDULUM_TRAIN, **loop_kw), agent_kw, seeds, cache)
+        if res is not None:
+          pendulum[name] = res
+      else:
+        pendulum[name] = run(name, dict(PENDULUM_TRAIN, **loop_kw), agent_kw, seeds, cache)
   if args.train_only:
     return
   payload = dict(command=_common.command(), machine=_common.machine(),
