@@ -27,7 +27,11 @@ keep the critic from over-estimating; `num_critics=1` is the paper's single crit
 The only other public implementation (softlearning's VIREL) uses
 c = 4e-4 at batch 4096; ε_ω is a mean, so c does not depend on the batch size,
 but ε_ω scales with the square of `reward_scale` where Q scales linearly. The
-default c = 0.1 is a starting point, not a tuned value.
+default c = 0.01 is tuned on one task only (Brax inverted_pendulum, 4 seeds, one
+update per env step; benchmarks/results/em_agents.md): there ε_ω stayed at ~0.02 while
+Q grew to ~80. The earlier run at c = 0.1 (one update per 4 env steps) had ε_ω grow
+with the MSBE to 0.13 and the policy entropy with it, and seeds fell back from 1000;
+c and the update ratio were changed together, so their shares are not separated.
 """
 
 import dataclasses
@@ -66,7 +70,7 @@ class VIRELConfig:
   actor_lr: float = 3e-4
   critic_lr: float = 3e-4
   discount: float = 0.99
-  temperature_scale: float = 0.1
+  temperature_scale: float = 0.01
   num_action_samples: int = 1
   num_critics: int = 2
   polyak: float = 0.005
