@@ -23,9 +23,9 @@ inverted_pendulum with reward −angle² and no termination (the pole may fall t
 its ±90° hinge limit), reacher (Brax's reward), hopper (Brax's reward,
 terminate_when_unhealthy=False). Every rollout starts from the same reset state
 (PRNGKey(0), sampled in float32 and cast exactly for float64, so that both
-dtypes start from the same numbers). Policies: 'stabilising' (inverted_pendulum: the discrete LQR gain
-of the linearisation at the upright state, see LQR_GAIN; reacher: joint
-damping; hopper: PD on the joint angles) and 'random' (W ~ N(0, 0.5²), b = 0,
+dtypes start from the same numbers). Policies: 'stabilising' (inverted_pendulum:
+the discrete LQR gain of the linearisation at the upright state, see _LQR;
+reacher: joint damping; hopper: PD on the joint angles) and 'random' (W ~ N(0, 0.5²), b = 0,
 numpy seed 0). Gradient check: in float64 at T = 10, the mean first-order
 gradient against central differences of the mean return (ε = 1e-6) along 3
 random unit directions in parameter space, same samples.
