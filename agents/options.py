@@ -36,6 +36,8 @@ Either way a single option used everywhere also closes the gap (the bound's
 that out, and `learn_continuation=False` fixes c, which rules out c → 0.
 On four rooms none of these four settings made the options distinct
 (benchmarks/results/options.md): every degenerate split is an optimum of the bound.
+With the information term below and `info_selection` (β 4, η 0.03, c fixed 0.5) they did,
+on 4/4 seeds (I(o; room)/H(room) 0.26–0.32, every option used, the task still solved).
 
 The information term (`info_weight` β > 0; 0, the default, leaves the agent as
 above) adds to the bracket a lower bound on I(o_t; s_t) (Barber & Agakov's, as
