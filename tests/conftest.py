@@ -14,6 +14,11 @@ if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                              " --xla_backend_optimization_level=0").strip()
 
+# `rlax-inf` subprocesses keep one host device (the CLI's default splits the CPU into
+# one device per core): the tests' runs and their compiled programs stay those of the
+# in-process tests. tests/agents/test_cli.py checks the split itself.
+os.environ.setdefault("RLAX_INF_HOST_DEVICES", "1")
+
 from hypothesis import settings  # noqa: E402
 
 settings.register_profile("ci", max_examples=40, deadline=None, derandomize=True)

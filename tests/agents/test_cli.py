@@ -287,3 +287,51 @@ def test_the_cli_silences_the_brax_maintenance_warning():
                   "Please see MJX", UserWarning)
     warnings.warn("another warning", UserWarning)
   assert [str(w.message) for w in caught] == ["another warning"]
+
+
+def _host_devices_flags(monkeypatch, argv, env=None, xla_flags=None, initialized=False):
+  """XLA_FLAGS after `cli._host_devices` on the parsed `argv` of a real command line."""
+  from jax._src import xla_bridge  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(xla_bridge, "backends_are_initialized", lambda: initialized)
+  monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)
+  for name, value in (("RLAX_INF_HOST_DEVICES", env), ("XLA_FLAGS", xla_flags)):
+    if value is None:
+      monkeypatch.delenv(name, raising=False)
+    else:
+      monkeypatch.setenv(name, value)
+  args = cli.build_parser().parse_args(argv)
+  args.command_line = True
+  cli._host_devices(args)  # pylint: disable=protected-access
+  return os.environ.get("XLA_FLAGS")
+
+
+def test_host_devices_split_the_cpu_before_the_backend_starts(monkeypatch):
+  count = "--xla_force_host_platform_device_count"
+  train = ["train", "--out", "x"]
+  # auto: one device per usable core (3 here); other flags are kept.
+  assert _host_devices_flags(monkeypatch, train, xla_flags="--a=1") == f"--a=1 {count}=3"
+  assert _host_devices_flags(monkeypatch, ["main"]) == f"{count}=3"
+  # An explicit count wins over XLA_FLAGS; the default and $RLAX_INF_HOST_DEVICES do not.
+  assert _host_devices_flags(monkeypatch, train + ["--host-devices", "2"],
+                             xla_flags=f"{count}=4 --b") == f"--b {count}=2"
+  assert _host_devices_flags(monkeypatch, train, xla_flags=f"{count}=4") == f"{count}=4"
+  assert _host_devices_flags(monkeypatch, train, env="2") == f"{count}=2"
+  assert _host_devices_flags(monkeypatch, train, env="1") is None
+  assert _host_devices_flags(monkeypatch, train + ["--host-devices", "1"]) is None
+  # Multi-host runs and an already started backend are left alone.
+  assert _host_devices_flags(monkeypatch, train + ["--coordinator", "h:1"]) is None
+  assert _host_devices_flags(monkeypatch, train, initialized=True) is None
+  # A bad environment value is a usage error naming the variable.
+  with pytest.raises(cli.UsageError, match="RLAX_INF_HOST_DEVICES"):
+    _host_devices_flags(monkeypatch, train, env="many")
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "two"])
+def test_bad_host_devices_exit_2(capsys, tmp_path, value):
+  with pytest.raises(SystemExit) as e:
+    cli.main(["train", "--out", str(tmp_path / "run"), f"--host-devices={value}"])
+  assert e.value.code == 2
+  err = capsys.readouterr().err.strip()
+  errors = [l for l in err.splitlines() if "error" in l]  # after "rlax-inf: starting"
+  assert len(errors) == 1 and "Traceback" not in err, err
+  assert "--host-devices" in errors[0] and value in errors[0], err
