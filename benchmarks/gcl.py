@@ -5,7 +5,8 @@
       (a) `sac` on the true reward, S seeds vmapped, the main job's settings
           (`LOOP`); it is both the baseline and the expert: the final policy of its
           best seed (final deterministic eval) rolls out `NUM_DEMOS` episodes of
-          its stochastic policy into a demonstrations file. Run and file (and gcl's
+          its deterministic policy (tanh of the mean; `--stochastic-demos`: sampled
+          actions) from fresh resets into a demonstrations file. Run and file (and gcl's
           run) are cached under runs/bench_gcl/ (git-ignored) and rebuilt when
           missing or made with other settings, so a fresh clone regenerates them.
       (b) `gcl` (reward learned from those demonstrations, SAC on it), the same S
@@ -79,8 +80,12 @@ def _train(agent: str, cfg: TrainConfig, agent_cfg, label: str):
   return dict(steps=steps, curves=curves, wall_s=time.time() - t0), ts, trainer
 
 
-def rollout_demonstrations(trainer, agent_state, key, num_episodes: int):
-  """`num_episodes` episodes of the stochastic policy, each cut after its first `done`."""
+def rollout_demonstrations(trainer, agent_state, key, num_episodes: int,
+                           deterministic: bool = True):
+  """`num_episodes` episodes of the policy, each cut after its first `done`.
+
+  `deterministic`: the policy's mode (tanh of the mean), else sampled actions.
+  """
   env, agent = trainer.env, trainer.agent
   params = agent.policy_params(agent_state)
   k_reset, k_act = jax.random.split(key)
@@ -90,7 +95,7 @@ def rollout_demonstrations(trainer, agent_state, key, num_episodes: int):
     states = jax.vmap(env.reset)(jax.random.split(k_reset, num_episodes))
 
     def body(states, k):
-      action, _ = agent.act(params, states.obs, k, False)
+      action, _ = agent.act(params, states.obs, k, deterministic)
       nxt = env.batch_step(states, action)
       return nxt, (states.obs, action, nxt.reward, nxt.done)
 
@@ -108,7 +113,8 @@ def rollout_demonstrations(trainer, agent_state, key, num_episodes: int):
   return demos_lib.make_demonstrations(cat(0), cat(1), starts, cat(2))
 
 
-def sac_and_demonstrations(cfg: TrainConfig, num_demos: int, cache: str):
+def sac_and_demonstrations(cfg: TrainConfig, num_demos: int, cache: str,
+                           deterministic: bool = True):
   """The `sac` run on the true reward and the path of its best seed's demonstrations.
 
   Both are cached in `cache` and reused when the settings match.
@@ -116,7 +122,9 @@ def sac_and_demonstrations(cfg: TrainConfig, num_demos: int, cache: str):
   agent_cfg = sac.SACConfig(hidden=HIDDEN)
   settings = json.loads(json.dumps(dict(train=dataclasses.asdict(cfg),
                                         agent=dataclasses.asdict(agent_cfg),
-                                        num_demos=num_demos)))
+                                        num_demos=num_demos,
+                                        demo_policy="deterministic" if deterministic
+                                        else "stochastic")))
   path = os.path.join(cache, "expert_demos.npz")
   meta = os.path.join(cache, "sac_expert.json")
   if os.path.exists(path) and os.path.exists(meta):
@@ -130,7 +138,8 @@ def sac_and_demonstrations(cfg: TrainConfig, num_demos: int, cache: str):
   final = np.asarray(result["curves"]["eval_return"][-1])
   best = int(np.argmax(final))
   state = jax.tree.map(lambda x: x[best], jax.device_get(ts.agent))
-  demos = rollout_demonstrations(trainer, state, jax.random.PRNGKey(1234), num_demos)
+  demos = rollout_demonstrations(trainer, state, jax.random.PRNGKey(1234), num_demos,
+                                 deterministic)
   os.makedirs(cache, exist_ok=True)
   demos_lib.save_demonstrations(path, demos)
   lengths = demos_lib.episode_lengths(demos)
@@ -185,6 +194,8 @@ def main(argv=None):
   p.add_argument("--quick", action="store_true")
   p.add_argument("--label", default="", help="a note on the run (e.g. reduced) for gcl.md")
   p.add_argument("--eval-every", type=int, default=LOOP["eval_every"])
+  p.add_argument("--stochastic-demos", action="store_true",
+                 help="demonstrations from the expert's sampled actions (default: its mode)")
   p.add_argument("--fast-compile", action="store_true",
                  help="XLA's LLVM optimisation level 0 (as --quick): about half the compile "
                       "time, slower programs; for a loaded machine")
@@ -202,7 +213,7 @@ def main(argv=None):
   results = {}
   results["sac"], demo_path = sac_and_demonstrations(
       TrainConfig(**dict(loop, num_seeds=seeds, total_steps=steps)),
-      QUICK_DEMOS if args.quick else NUM_DEMOS, cache)
+      QUICK_DEMOS if args.quick else NUM_DEMOS, cache, not args.stochastic_demos)
   expert = results["sac"]
   print(f"demonstrations: {len(expert['demo_returns'])} episodes, {expert['demo_steps']} "
         f"steps, true returns {_fmt(expert['demo_returns'])}", flush=True)
@@ -257,7 +268,8 @@ def main(argv=None):
           f"Machine: {machine['cpu']}, {machine['cores']} CPU cores, jax {machine['jax']} "
           f"({machine['backend']}); this invocation {total_wall:.0f} s wall.", "",
           f"Expert: the sac run below (true reward), its seed {expert['expert_seed']}'s "
-          f"final policy (sampled): {len(expert['demo_returns'])} demonstrations "
+          f"final policy ({expert['settings']['demo_policy']} actions): "
+          f"{len(expert['demo_returns'])} demonstrations "
           f"({expert['demo_steps']:,} steps, true returns {_fmt(expert['demo_returns'])}); "
           f"the run and the file are cached in {cache}/ and reused when the settings "
           "match (their wall time is that of the run that made them).", "",
