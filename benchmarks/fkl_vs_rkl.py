@@ -342,6 +342,9 @@ def main(argv=None) -> int:
   p.add_argument("--part", default="0/1", metavar="I/K",
                  help="train only every K-th setting from the I-th (parallel processes "
                       "share the cache; a last --report run tabulates them all)")
+  p.add_argument("--host-devices", type=int, default=1,
+                 help="split the host CPU into N XLA devices; each setting's seeds are "
+                      "sharded over as many as divide --seeds (one per core is fastest)")
   p.add_argument("--no-write", action="store_true")
   p.add_argument("--quick", action="store_true")
   p.add_argument("--out", default=None, help="where to write (default benchmarks/results; "
@@ -367,6 +370,7 @@ def main(argv=None) -> int:
       if args.steps is not None and TASKS[t]["small_replay"] >= args.steps:
         return _error(f"--steps {args.steps} must exceed {t}'s small buffer "
                       f"({TASKS[t]['small_replay']} transitions)")
+  _common.split_host_cpu(args.host_devices)
   if args.quick:
     if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
       os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
