@@ -37,6 +37,16 @@ Approximations, besides the sample-based log Z:
     which matches SAC's zero bootstrap at terminals; after a time-limit truncation
     the window is simply shorter (rare when T ≪ the episode length).
   * The windows are undiscounted in the reward model; SAC discounts (γ).
+  * Termination (`absorbing_reward`, default on; Kostrikov et al. 2019's
+    absorbing state): after a true terminal the trajectory stays in an absorbing
+    state whose per-step reward r_abs is a learned scalar of ψ. In the window
+    model the steps after the first `done` of a window, when that `done` is a
+    termination, carry r_abs (no action, so no log q); SAC's terminal
+    transitions get r_ψ(s, a) + γ r_abs / (1 − γ), the discounted value of
+    staying there. Without it a reward pushed below zero on the policy's states
+    makes ending the episode the policy's best move (eval returns of ~7 on
+    inverted_pendulum from expert demonstrations that never end,
+    benchmarks/results/gcl.md), since SAC bootstraps zero after a terminal.
   * The replay holds windows of many past policies, each weighted by its own
     behaviour density (a valid proposal, but stale ones get small weights). Finn et
     al.'s background set also mixes in the demonstrations with an estimate of their
@@ -81,14 +91,22 @@ class GCLConfig(sac.SACConfig):
     reward_hidden: hidden layer widths of r_ψ(s, a).
     reward_lr: Adam step size of ψ.
     reward_l2: λ of the output penalty λ · ½ (mean r_ψ² over the demo steps + mean
-      r_ψ² over the sampled steps inside their windows).
+      r_ψ² over the sampled steps inside their windows, absorbing steps included).
+      Where the policy's samples do not reach the demonstrations (separable data)
+      the likelihood alone raises the demonstrated rewards without bound, and the
+      penalty sets their scale: a demo step settles at r = T/λ. At λ = 1e-3 (the
+      default before) inverted_pendulum's demo steps reached ~7,000 per step.
+    absorbing_reward: learn the reward r_abs of the absorbing state after a
+      termination (see the module doc); False: a terminal ends the window and
+      SAC bootstraps zero, as before.
   """
 
   demonstrations: str = ""
   window: int = 16
   reward_hidden: Tuple[int, ...] = (64, 64)
   reward_lr: float = 3e-4
-  reward_l2: float = 1e-3
+  reward_l2: float = 1.0
+  absorbing_reward: bool = True
 
   def __post_init__(self):
     super().__post_init__()
@@ -156,34 +174,52 @@ def window_mask(done: jax.Array) -> jax.Array:
   return jnp.concatenate([jnp.ones_like(done[..., :1]), alive[..., :-1]], axis=-1)
 
 
+def absorbing_mask(done: jax.Array, terminated: jax.Array) -> jax.Array:
+  """a[t] = 1 after the first `done` of a window [T] when that `done` is a termination.
+
+  Those steps are the absorbing state; after a time-limit truncation the window
+  simply ends (a = 0).
+  """
+  mask = window_mask(done)
+  first_done_terminal = jnp.sum(mask * done * terminated, axis=-1, keepdims=True)
+  return (1.0 - mask) * first_done_terminal
+
+
 def behaviour_log_prob(extras: dict, log_uniform: float) -> jax.Array:
   """log q(a|s) of the stored actions: `extras['log_prob']` where acted by the policy, else
   `log_uniform` (the loop's prefill draws actions uniformly and stores zero extras)."""
   return jnp.where(extras["from_policy"] > 0, extras["log_prob"], log_uniform)
 
 
-def make_reward_loss(reward_fn, reward_l2: float):
+def make_reward_loss(reward_fn, reward_l2: float, absorbing_fn=None):
   """The reward step's loss as a pure function (see the module doc).
 
     reward_loss(ψ, demo_obs [D, T, O], demo_action [D, T, A], obs [B, T, O],
-                action [B, T, A], log_q [B, T], mask [B, T], alpha)
+                action [B, T, A], log_q [B, T], mask [B, T], alpha, absorbing=None)
       -> (L_ψ, dict(ess, log_w [B], reward_demo, reward_policy))
 
   `reward_fn(ψ, obs, action) -> r` over any leading axes; observations already
   normalised; `log_q` the behaviour log-density of each action, `mask` from
-  `window_mask`; `alpha` the temperature (no gradient).
+  `window_mask`; `alpha` the temperature (no gradient). With `absorbing_fn(ψ) ->
+  r_abs` (a scalar), the steps marked by `absorbing` [B, T] (`absorbing_mask`)
+  carry r_abs and no action density.
   """
 
-  def reward_loss(params, demo_obs, demo_action, obs, action, log_q, mask, alpha):
+  def reward_loss(params, demo_obs, demo_action, obs, action, log_q, mask, alpha,
+                  absorbing=None):
     alpha = jax.lax.stop_gradient(alpha)
     r_demo = reward_fn(params, demo_obs, demo_action)  # [D, T]
     r = reward_fn(params, obs, action) * mask  # [B, T]
+    counted = mask
+    if absorbing_fn is not None:
+      r = r + absorbing_fn(params) * absorbing
+      counted = mask + absorbing
     log_w = jax.vmap(rlax_inf.trajectory_log_weights, (0, 0, 0, None))(
         r, log_q * mask, jnp.zeros_like(r), alpha)
     w = jax.lax.stop_gradient(rlax_inf.snis_weights(log_w))
     demo_return, sample_return = jnp.sum(r_demo, -1), jnp.sum(r, -1)
     l2 = 0.5 * (jnp.mean(jnp.square(r_demo))
-                + jnp.sum(jnp.square(r)) / jnp.maximum(jnp.sum(mask), 1.0))
+                + jnp.sum(jnp.square(r)) / jnp.maximum(jnp.sum(counted), 1.0))
     loss = -jnp.mean(demo_return) + jnp.sum(w * sample_return) + reward_l2 * l2
     aux = dict(ess=rlax_inf.effective_sample_size(jax.lax.stop_gradient(log_w)),
                log_w=jax.lax.stop_gradient(log_w),
@@ -222,14 +258,19 @@ def make(config: GCLConfig, env_spec: Any) -> base.Agent:
                                         float(env_spec.action_low))
 
   def reward_fn(params, obs, action):
-    return reward_net.apply(params, jnp.concatenate([obs, action], axis=-1))[..., 0]
+    return reward_net.apply(params["net"], jnp.concatenate([obs, action], axis=-1))[..., 0]
 
-  reward_step = gradients.make_step(make_reward_loss(reward_fn, config.reward_l2), reward_tx,
-                                    has_aux=True)
+  absorbing_fn = (lambda params: params["absorbing"]) if config.absorbing_reward else None
+  reward_step = gradients.make_step(
+      make_reward_loss(reward_fn, config.reward_l2, absorbing_fn), reward_tx, has_aux=True)
+  # SAC's terminal transitions: + γ r_abs / (1 − γ), the value of the absorbing state.
+  absorbing_value = config.discount / (1.0 - config.discount)
 
   def init(key):
     k_policy, k_reward = jax.random.split(key)
-    reward = reward_net.init(k_reward, jnp.zeros((1, obs_size + action_size)))
+    reward = dict(net=reward_net.init(k_reward, jnp.zeros((1, obs_size + action_size))))
+    if config.absorbing_reward:
+      reward["absorbing"] = jnp.zeros(())
     return GCLState(sac=policy.init(k_policy), reward=reward, reward_opt=reward_tx.init(reward))
 
   def policy_params(state):
@@ -257,11 +298,16 @@ def make(config: GCLConfig, env_spec: Any) -> base.Agent:
     log_q = behaviour_log_prob(batch.extras, log_uniform)
     (r_loss, aux), reward, reward_opt = reward_step(
         state.reward, state.reward_opt, d_obs, demo_action[pick], obs, batch.action, log_q,
-        window_mask(batch.done), jnp.exp(state.sac.log_alpha))
+        window_mask(batch.done), jnp.exp(state.sac.log_alpha),
+        absorbing_mask(batch.done, batch.terminated))
     rewards = reward_fn(reward, obs, batch.action)
+    if config.absorbing_reward:
+      rewards = rewards + batch.terminated * absorbing_value * reward["absorbing"]
     sac_state, metrics = policy.update(state.sac, relabel(batch, rewards), k_policy)
     metrics = dict(metrics, reward_loss=r_loss, ess=aux["ess"], reward_demo=aux["reward_demo"],
                    reward_policy=aux["reward_policy"], learned_reward=jnp.mean(rewards))
+    if config.absorbing_reward:
+      metrics["absorbing_reward"] = reward["absorbing"]
     return GCLState(sac=sac_state, reward=reward, reward_opt=reward_opt), metrics
 
   return base.Agent(init=init, act=act, policy_params=policy_params, observe=observe,

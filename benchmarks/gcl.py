@@ -53,7 +53,7 @@ LOOP = dict(env="inverted_pendulum", backend="positional", num_envs=16,
 HIDDEN = (64, 64)
 NUM_DEMOS = 16
 #: gcl's own settings (window T; the loop's batch_size becomes 256 // T windows).
-GCL = dict(window=8, reward_hidden=(64, 64), reward_lr=3e-4, reward_l2=1e-3)
+GCL = dict(window=8, reward_hidden=(64, 64), reward_lr=3e-4, reward_l2=1.0)
 QUICK = dict(env="pendulum", backend=None, num_envs=8, batch_size=64,
              grad_updates_per_step=2, prefill_steps=256, eval_every=1024, num_eval_envs=2,
              episode_length=100)

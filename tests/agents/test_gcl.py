@@ -96,6 +96,45 @@ def test_reward_gradient_is_demo_minus_self_normalised_sample_gradient():
                              rtol=1e-4, atol=1e-5)
 
 
+def test_absorbing_steps_carry_the_learned_absorbing_reward():
+  """With r_abs: R(τ_j) = Σ_t m_t r(s_t, a_t) + a_t r_abs, log q over acted steps only; the
+  gradient of (ψ, r_abs) is the same demo − weighted sample formula, written out."""
+  rng = np.random.default_rng(2)
+  D, F = 3, OBS + ACT
+  feats = lambda o, a: np.concatenate([o, a], -1)
+  reward_fn = lambda p, o, a: jnp.concatenate([o, a], -1) @ p["w"]
+  d_obs, d_act = rng.normal(size=(D, T, OBS)), rng.normal(size=(D, T, ACT))
+  obs, act = rng.normal(size=(B, T, OBS)), rng.normal(size=(B, T, ACT))
+  log_q = rng.normal(size=(B, T)) - 1.0
+  done = np.zeros((B, T))
+  done[1, 1] = done[2, 3] = done[3, 0] = done[3, 2] = 1.0
+  terminated = np.zeros((B, T))
+  terminated[1, 1] = terminated[3, 2] = 1.0  # window 2 is truncated; window 3's first done too
+  mask = np.asarray(gcl.window_mask(jnp.asarray(done)))
+  absorbing = np.asarray(gcl.absorbing_mask(jnp.asarray(done), jnp.asarray(terminated)))
+  np.testing.assert_array_equal(absorbing, [[0] * 5, [0, 0, 1, 1, 1], [0] * 5, [0] * 5])
+  psi, r_abs, alpha, lam = rng.normal(size=(F,)), -0.8, 0.6, 0.2
+
+  f_demo, f = feats(d_obs, d_act), feats(obs, act) * mask[..., None]
+  r = f @ psi + r_abs * absorbing
+  log_w = r.sum(1) / alpha - (log_q * mask).sum(1)
+  w = np.exp(log_w - log_w.max())
+  w /= w.sum()
+  counted = (mask + absorbing).sum()
+  grad_psi = (-(f_demo.sum(1).mean(0) - w @ f.sum(1))
+              + lam * 0.5 * (2 * np.einsum("dt,dtf->f", f_demo @ psi, f_demo) / (D * T)
+                             + 2 * np.einsum("bt,btf->f", r, f) / counted))
+  grad_abs = w @ absorbing.sum(1) + lam * 0.5 * 2 * np.sum(r * absorbing) / counted
+
+  loss = gcl.make_reward_loss(reward_fn, lam, lambda p: p["abs"])
+  args = [jnp.asarray(x, jnp.float32) for x in (d_obs, d_act, obs, act, log_q, mask)]
+  params = dict(w=jnp.asarray(psi, jnp.float32), abs=jnp.asarray(r_abs, jnp.float32))
+  grad, aux = jax.grad(loss, has_aux=True)(params, *args, alpha, jnp.asarray(absorbing))
+  np.testing.assert_allclose(aux["log_w"], log_w, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(grad["w"], grad_psi, rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(grad["abs"], grad_abs, rtol=1e-4, atol=1e-6)
+
+
 def test_behaviour_density_of_prefill_steps_is_the_uniform_box():
   extras = dict(log_prob=jnp.array([-0.3, 0.0, 1.2]), from_policy=jnp.array([1.0, 0.0, 1.0]))
   np.testing.assert_allclose(gcl.behaviour_log_prob(extras, -ACT * math.log(2.0)),
@@ -141,8 +180,9 @@ def test_act_is_sacs_action_with_its_log_density(tmp_path):
     np.testing.assert_array_equal(extras["from_policy"], np.ones(6))
 
 
-def test_policy_step_is_sacs_update_on_the_relabelled_batch(tmp_path):
-  cfg = _config(tmp_path)
+@pytest.mark.parametrize("absorbing", [True, False])
+def test_policy_step_is_sacs_update_on_the_relabelled_batch(tmp_path, absorbing):
+  cfg = _config(tmp_path, absorbing_reward=absorbing)
   agent, ref = gcl.make(cfg, SPEC), sac.make(gcl.sac_config(cfg), SPEC)
   state = agent.init(jax.random.PRNGKey(0))
   state = agent.observe(state, 2.0 * jax.random.normal(jax.random.PRNGKey(5), (32, OBS)) + 1.0)
@@ -150,11 +190,17 @@ def test_policy_step_is_sacs_update_on_the_relabelled_batch(tmp_path):
   key = jax.random.PRNGKey(3)
   new, metrics = jax.jit(agent.update)(state, batch, key)
   assert not np.allclose(jax.tree.leaves(new.reward)[0], jax.tree.leaves(state.reward)[0])
+  # Window 1 ends in a termination (the batch), so the absorbing reward moved.
+  assert ("absorbing" in new.reward) == absorbing
+  r_abs = new.reward["absorbing"] if absorbing else 0.0
+  assert (r_abs != 0.0) == absorbing
 
-  # SAC's own update on the B·T transitions with rewards r_ψ'(s, a), ψ' the new reward.
+  # SAC's own update on the B·T transitions with rewards r_ψ'(s, a), ψ' the new reward,
+  # plus γ r_abs / (1 − γ) on the terminal transitions (the absorbing state's value).
   obs = normalizer_lib.normalize(state.sac.normalizer, batch.obs)
   mlp = networks.MLP(cfg.reward_hidden, 1)
-  r = mlp.apply(new.reward, jnp.concatenate([obs, batch.action], -1))[..., 0]
+  r = mlp.apply(new.reward["net"], jnp.concatenate([obs, batch.action], -1))[..., 0]
+  r = r + batch.terminated * cfg.discount / (1 - cfg.discount) * r_abs
   flat = lambda x: jnp.reshape(x, (B * T,) + x.shape[2:])
   relabelled = base.Transition(obs=flat(batch.obs), action=flat(batch.action), reward=flat(r),
                                terminated=flat(batch.terminated), done=flat(batch.done),
