@@ -75,14 +75,14 @@ TASKS = {
         target=950.0, budget=100_000),
     # Every agent at one update per env step (the ratio mpo and virel needed on
     # inverted_pendulum, and sac's benchmark ratio), each agent's inverted_pendulum
-    # settings; the budget is what the 2-core CPU runs in about 15 minutes per agent
-    # with 2 seeds on 2 host devices (`--host-devices 2`): see benchmarks/results.
+    # settings; 2 seeds on 2 host devices (`--host-devices 2`) in at most ~20 minutes
+    # per agent on the 2-core CPU: see benchmarks/results.
     "hopper": dict(
-        train=dict(_LOOP, env="hopper", total_steps=20_000, grad_updates_per_step=16),
+        train=dict(_LOOP, env="hopper", total_steps=50_000, grad_updates_per_step=16),
         agents={"mpo": dict(_SMALL, epsilon_stddev=1e-3, action_penalty_epsilon=1e-3),
                 "virel": dict(_SMALL, temperature_scale=0.01), "sac": dict(_SMALL),
                 "sac-fkl": dict(_SMALL)},
-        target=None, budget=20_000),
+        target=None, budget=50_000),
 }
 QUICK = dict(env="pendulum", backend=None, total_steps=3_072, num_envs=8, batch_size=64,
              prefill_steps=512, eval_every=1_024, num_eval_envs=2, episode_length=100)
@@ -347,7 +347,8 @@ def _markdown(everything: dict) -> str:
   for task, e in everything["tasks"].items():
     text += [f"## {task}", "", f"Command: `{e['command']}`", "",
              f"Machine: {e['machine']}" + (
-                 " (shared with three other sessions: wall times are not speed figures)."
+                 " (shared with other jobs while the runs trained: wall times are not "
+                 "speed figures)."
                  if e["machine"] == MACHINE else "."), "",
              f"Loop: {e['train']}, {e['seeds']} seeds vmapped (seeds 0..{e['seeds'] - 1})"
              + (f", sharded over {e['devices']} host devices." if e.get("devices", 1) > 1
