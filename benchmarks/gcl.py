@@ -28,6 +28,7 @@ Evaluation (the shared `acting.evaluate`): mean first-episode true return of
 """
 
 import argparse
+import ast
 import dataclasses
 import json
 import os
@@ -194,6 +195,9 @@ def main(argv=None):
   p.add_argument("--quick", action="store_true")
   p.add_argument("--label", default="", help="a note on the run (e.g. reduced) for gcl.md")
   p.add_argument("--eval-every", type=int, default=LOOP["eval_every"])
+  p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                 help="a gcl config field for a variant (e.g. absorbing_reward=False): "
+                      "cached on its own, printed, writes no results file")
   p.add_argument("--stochastic-demos", action="store_true",
                  help="demonstrations from the expert's sampled actions (default: its mode)")
   p.add_argument("--fast-compile", action="store_true",
@@ -219,10 +223,15 @@ def main(argv=None):
         f"steps, true returns {_fmt(expert['demo_returns'])}", flush=True)
   cfg = TrainConfig(**dict(loop, num_seeds=seeds, total_steps=steps,
                            batch_size=windows_per_batch))
-  agent_cfg = gcl.GCLConfig(hidden=HIDDEN, demonstrations=demo_path, **GCL)
+  variant = {}
+  for item in args.set:
+    key, value = item.split("=", 1)
+    variant[key] = ast.literal_eval(value)
+  agent_cfg = gcl.GCLConfig(hidden=HIDDEN, demonstrations=demo_path, **dict(GCL, **variant))
   settings = json.loads(json.dumps(dict(train=dataclasses.asdict(cfg),
                                         agent=dataclasses.asdict(agent_cfg))))
-  gcl_cache = os.path.join(cache, "gcl.json")
+  gcl_cache = os.path.join(cache, "gcl.json" if not variant else "gcl_" + "_".join(
+      f"{k}={v}" for k, v in sorted(variant.items())) + ".json")
   cached = None
   if os.path.exists(gcl_cache):
     with open(gcl_cache) as f:
@@ -279,12 +288,13 @@ def main(argv=None):
           f"{loop['batch_size']}). Networks {HIDDEN}; gcl {GCL}.", ""]
   text = "\n".join(head + md) + "\n"
   print(text)
-  if args.quick:
+  if args.quick or variant:
     return
   png = os.path.join(RESULTS, "gcl.png")
   plot(results, png)
   text = ("# Guided cost learning on inverted_pendulum\n\n" + text
-          + f"\nCurves (true return of both; gcl's ESS): {os.path.basename(png)}\n")
+          + f"\nCurves (true return of both; gcl's ESS): {os.path.basename(png)}\n"
+          + _common.kept_reading(os.path.join(RESULTS, "gcl.md")))
   _common.write_results("gcl", dict(command=_common.command(), label=args.label,
                                     machine=machine, total_wall_s=total_wall,
                                     expert=dict(seed=expert["expert_seed"],
