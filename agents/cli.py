@@ -101,14 +101,16 @@ def _host_devices(args) -> None:
     value = _host_devices_arg(explicit or os.environ.get(HOST_DEVICES_ENV, "auto"))
   except argparse.ArgumentTypeError as e:
     raise UsageError(f"${HOST_DEVICES_ENV} {e}") from None
-  flag = "--xla_force_host_platform_device_count"
+  from rlax_inf.agents import distributed  # pylint: disable=g-import-not-at-top
+  flag = distributed.HOST_DEVICE_COUNT_FLAG
   flags = os.environ.get("XLA_FLAGS", "")
   if flag in flags and explicit is None:
     return
   if value == "auto":
     if getattr(args, "coordinator", None) is not None:
       return
-    count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    count = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+             else os.cpu_count() or 1)
   else:
     count = int(value)
   if count <= 1 and flag not in flags:
@@ -116,8 +118,7 @@ def _host_devices(args) -> None:
   from jax._src import xla_bridge  # pylint: disable=g-import-not-at-top
   if xla_bridge.backends_are_initialized():  # too late to change the devices
     return
-  kept = " ".join(f for f in flags.split() if not f.startswith(flag))
-  os.environ["XLA_FLAGS"] = f"{kept} {flag}={max(count, 1)}".strip()
+  distributed.split_host_cpu(count)
 
 
 def _host_devices_arg(text: str) -> str:

@@ -20,6 +20,8 @@ the same number of devices (tests/agents/test_distributed.py: two processes on
 127.0.0.1, CPU collectives over gloo).
 """
 
+import os
+
 import jax
 
 
@@ -33,6 +35,22 @@ def initialize(coordinator: str, num_processes: int, process_id: int) -> None:
     pass
   jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
                              process_id=process_id)
+
+
+HOST_DEVICE_COUNT_FLAG = "--xla_force_host_platform_device_count"
+
+
+def split_host_cpu(count: int) -> None:
+  """Make the host CPU `count` XLA devices: rewrites XLA_FLAGS' device count.
+
+  Takes effect only if no JAX backend has started yet (XLA reads the flag then).
+  The Trainer shards the seed axis over as many devices as divide the seeds; on a
+  CPU one device's program runs on about one core, so one device per core is the
+  fastest (benchmarks/results/seeds_scaling.md).
+  """
+  kept = [f for f in os.environ.get("XLA_FLAGS", "").split()
+          if not f.startswith(HOST_DEVICE_COUNT_FLAG)]
+  os.environ["XLA_FLAGS"] = " ".join(kept + [f"{HOST_DEVICE_COUNT_FLAG}={count}"])
 
 
 def barrier(name: str) -> None:

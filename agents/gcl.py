@@ -299,7 +299,7 @@ def make(config: GCLConfig, env_spec: Any) -> base.Agent:
     (r_loss, aux), reward, reward_opt = reward_step(
         state.reward, state.reward_opt, d_obs, demo_action[pick], obs, batch.action, log_q,
         window_mask(batch.done), jnp.exp(state.sac.log_alpha),
-        absorbing_mask(batch.done, batch.terminated))
+        absorbing_mask(batch.done, batch.terminated) if config.absorbing_reward else None)
     rewards = reward_fn(reward, obs, batch.action)
     if config.absorbing_reward:
       rewards = rewards + batch.terminated * absorbing_value * reward["absorbing"]

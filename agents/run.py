@@ -166,9 +166,9 @@ def _plan(trainer: training.Trainer, requested: int) -> str:
   if total != requested:
     text += (f" (--steps {requested:,} rounded to the schedule: prefill_steps, whole "
              "eval_every intervals of num_envs steps)")
-  devices = trainer.mesh.devices.flat
   if trainer.mesh.size > 1:
-    text += f"; seeds sharded over {trainer.mesh.size} {devices[0].platform} devices"
+    platform = trainer.mesh.devices.flat[0].platform
+    text += f"; seeds sharded over {trainer.mesh.size} {platform} devices"
   return text
 
 

@@ -98,19 +98,6 @@ def run_child(module: str, args: List[str], cache_dir: str, devices: int = 1):
   return proc, time.time() - t0, t0
 
 
-def split_host_cpu(devices: int) -> None:
-  """Split the host CPU into `devices` XLA devices (>1), before the backend starts.
-
-  The Trainer shards the seed axis over as many devices as divide the seeds; on a
-  CPU one device's program runs on about one core, so one device per core is the
-  fastest (benchmarks/results/seeds_scaling.md; the CLI's `--host-devices`).
-  """
-  if devices > 1:
-    flag = "--xla_force_host_platform_device_count"
-    kept = [f for f in os.environ.get("XLA_FLAGS", "").split() if not f.startswith(flag)]
-    os.environ["XLA_FLAGS"] = " ".join(kept + [f"{flag}={devices}"])
-
-
 #: Marks the hand-written reading of a results .md that regenerating its tables keeps.
 READING_MARK = "<!-- reading: written by hand, kept when the tables are regenerated -->"
 

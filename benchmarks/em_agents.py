@@ -48,6 +48,7 @@ import numpy as np
 
 from benchmarks import _common
 from rlax_inf.agents import compile_cache
+from rlax_inf.agents import distributed
 from rlax_inf.agents import off_policy
 from rlax_inf.agents import registry
 from rlax_inf.agents import training
@@ -75,8 +76,9 @@ TASKS = {
         target=950.0, budget=100_000),
     # Every agent at one update per env step (the ratio mpo and virel needed on
     # inverted_pendulum, and sac's benchmark ratio), each agent's inverted_pendulum
-    # settings; 2 seeds on 2 host devices (`--host-devices 2`) in at most ~20 minutes
-    # per agent on the 2-core CPU: see benchmarks/results.
+    # settings; 2 seeds on 2 host devices (`--host-devices 2`): sac, sac-fkl and virel
+    # took 4-7 minutes each on the shared 2-core CPU, mpo (not measured idle) longer:
+    # see benchmarks/results.
     "hopper": dict(
         train=dict(_LOOP, env="hopper", total_steps=50_000, grad_updates_per_step=16),
         agents={"mpo": dict(_SMALL, epsilon_stddev=1e-3, action_penalty_epsilon=1e-3),
@@ -277,7 +279,8 @@ def main(argv=None):
                  help="split the host CPU into N XLA devices; the seeds are sharded over as "
                       "many as divide --seeds (as `rlax-inf train --host-devices`)")
   args = p.parse_args(argv)
-  _common.split_host_cpu(args.host_devices)
+  if args.host_devices > 1:  # before the backend starts
+    distributed.split_host_cpu(args.host_devices)
   task = TASKS[args.task]
   agents = args.agents or (["mpo", "virel"] if args.quick else list(task["agents"]))
   seeds = 2 if args.quick else args.seeds

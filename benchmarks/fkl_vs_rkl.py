@@ -38,6 +38,7 @@ import numpy as np
 
 from benchmarks import _common
 from benchmarks import em_agents
+from rlax_inf.agents import distributed
 
 RESULTS = os.path.join(os.path.dirname(__file__), "results")
 CACHE = "runs/bench_fkl_vs_rkl"
@@ -370,7 +371,8 @@ def main(argv=None) -> int:
       if args.steps is not None and TASKS[t]["small_replay"] >= args.steps:
         return _error(f"--steps {args.steps} must exceed {t}'s small buffer "
                       f"({TASKS[t]['small_replay']} transitions)")
-  _common.split_host_cpu(args.host_devices)
+  if args.host_devices > 1:  # before the backend starts
+    distributed.split_host_cpu(args.host_devices)
   if args.quick:
     if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
       os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
