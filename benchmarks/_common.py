@@ -75,7 +75,7 @@ def write_results(name: str, payload: dict, markdown: str) -> None:
 
 
 def run_child(module: str, args: List[str], cache_dir: str, devices: int = 1):
-  """`python -m module *args` in a fresh process on the CPU, timed from its launch.
+  """`python -m module *args` in a fresh process, timed from its launch.
 
   The child gets its own persistent compilation cache (`cache_dir`; every
   program is cached) and, for `devices` > 1, that many host devices.
@@ -85,10 +85,12 @@ def run_child(module: str, args: List[str], cache_dir: str, devices: int = 1):
     launch time is passed to the child as its last argument so that it can
     timestamp its own records on the same clock.
   """
-  env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=cache_dir,
+  # The CPU unless `RLAX_INF_BENCH_PLATFORM` names another (e.g. "cuda" on a GPU machine).
+  platform_name = os.environ.get("RLAX_INF_BENCH_PLATFORM", "cpu")
+  env = dict(os.environ, JAX_PLATFORMS=platform_name, JAX_COMPILATION_CACHE_DIR=cache_dir,
              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
              JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
-  if devices > 1:
+  if devices > 1 and platform_name == "cpu":
     env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "")
                         + f" --xla_force_host_platform_device_count={devices}")
   t0 = time.time()

@@ -105,6 +105,8 @@ def main(argv=None) -> int:
   p.add_argument("--device-seeds", type=int, default=4, help="S of the sharding runs")
   p.add_argument("--max-sequential", type=int, default=8,
                  help="sequential runs measured; more are added at the measured warm mean")
+  p.add_argument("--name", default=RESULTS,
+                 help="results file name in benchmarks/results (e.g. seeds_scaling_gpu)")
   args = p.parse_args(argv)
   try:
     seeds = [int(s) for s in (args.seeds or ("1,2" if args.quick else "1,2,4,8,16")).split(",")]
@@ -181,8 +183,8 @@ def main(argv=None) -> int:
     print(f"quick: {len(rows)} scaling rows, {len(sharded)} device rows")
     return 0
   md = _markdown(payload)
-  _common.write_results(RESULTS, payload, md)
-  _plot(payload, os.path.join(os.path.dirname(__file__), "results", f"{RESULTS}.png"))
+  _common.write_results(args.name, payload, md)
+  _plot(payload, os.path.join(os.path.dirname(__file__), "results", f"{args.name}.png"))
   print(md.strip().splitlines()[-1])
   return 0
 

@@ -52,8 +52,10 @@ COMMON = dict(env="inverted_pendulum", backend="generalized", target=950.0, seed
 SIDES: Dict[str, Dict[str, Any]] = {
     "ours-sac": dict(kind="ours", agent="sac"),
     "ours-sac-fkl": dict(kind="ours", agent="sac-fkl"),
+    # klpg at the settings of its own benchmark (benchmarks/klpg.py's inverted_pendulum).
     "ours-klpg": dict(kind="ours", agent="klpg", num_envs=128, eval_every=20_480,
-                      max_steps=400_000, agent_sets=dict(hidden=(64, 64))),
+                      max_steps=400_000, agent_sets=dict(hidden=(64, 64), reward_scale=0.1,
+                                                         temperature=0.05, policy_lr=1e-4)),
     "brax-sac": dict(kind="brax-sac"),
     "brax-ppo": dict(kind="brax-ppo", num_envs=128, eval_every=20_480, max_steps=400_000),
 }
@@ -143,8 +145,10 @@ def _child_brax(spec: Dict[str, Any], t0: float) -> None:
         return
       ret = float(metrics["eval/episode_reward"])
       last_steps = int(step)
+      # brax.training's own training env steps/s (its evaluations excluded).
+      sps = metrics.get("training/sps")
       _emit(dict(event="eval", t=time.time() - t0, env_steps=int(step), returns=[ret],
-                 seed=seed))
+                 seed=seed, sps=None if sps is None else float(sps)))
       if step > 0 and ret >= spec["target"]:
         raise _Solved()
 
@@ -174,8 +178,10 @@ def _child_brax(spec: Dict[str, Any], t0: float) -> None:
             num_eval_envs=spec["num_eval_envs"], learning_rate=spec["learning_rate"],
             discounting=0.97,
             entropy_cost=1e-2, unroll_length=spec.get("unroll_length", 5),
-            batch_size=spec.get("ppo_batch_size", 64), num_minibatches=4,
-            num_updates_per_batch=4, reward_scaling=spec.get("reward_scaling", 10.0),
+            batch_size=spec.get("ppo_batch_size", 64),
+            num_minibatches=spec.get("num_minibatches", 4),
+            num_updates_per_batch=spec.get("num_updates_per_batch", 4),
+            reward_scaling=spec.get("reward_scaling", 10.0),
             normalize_observations=True, seed=seed, num_evals=num_evals,
             deterministic_eval=True,
             network_factory=functools.partial(
