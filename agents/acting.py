@@ -13,6 +13,35 @@ import jax.numpy as jnp
 from rlax_inf.agents import base
 
 
+def _trace_once(fn: Callable[..., Any]) -> Callable[..., Any]:
+  """`fn`, traced to a jaxpr once per argument signature and inlined at every call.
+
+  The loops' scans and while_loops re-batch their bodies while they find which
+  carries are batched, and each time they re-run `_fold_outer_vmap`'s rule: a
+  Brax positional hopper step (~3 s of Python tracing) was traced 5 times for
+  one evaluation. Replaying the cached jaxpr binds the same primitives without
+  re-running the env's Python, so the program is the same as traced afresh
+  (a nested `jax.jit` traced once too, but its run compiled slower: hopper
+  Trainer.compile() 178 s against 159 s without, one run each). Hopper, 4 seeds:
+  Trainer.compile() 159 s -> 140 s (benchmarks/results/time_to_solve.md).
+  """
+  cache: Dict[Any, Any] = {}
+
+  def call(*args):
+    leaves, in_tree = jax.tree.flatten(args)
+    key = (in_tree, tuple(jax.typeof(x) for x in leaves))
+    if key not in cache:
+      closed, out_shape = jax.make_jaxpr(fn, return_shape=True)(*args)
+      if any(isinstance(c, jax.core.Tracer) for c in closed.consts):
+        return fn(*args)  # closes over an outer trace's values: nothing to reuse
+      cache[key] = (closed, jax.tree.structure(out_shape))
+    closed, out_tree = cache[key]
+    out = jax.core.eval_jaxpr(closed.jaxpr, closed.consts, *leaves)
+    return jax.tree.unflatten(out_tree, out)
+
+  return call
+
+
 def _fold_outer_vmap(fn: Callable[..., Any]) -> Callable[..., Any]:
   """`fn` over a leading batch axis; under an outer `jax.vmap`, one call on the merged batch.
 
@@ -26,7 +55,7 @@ def _fold_outer_vmap(fn: Callable[..., Any]) -> Callable[..., Any]:
   Not differentiable (`jax.custom_batching.custom_vmap`): the loops never
   differentiate through the env.
   """
-  folded = jax.custom_batching.custom_vmap(fn)
+  folded = jax.custom_batching.custom_vmap(_trace_once(fn))
 
   @folded.def_vmap
   def _rule(axis_size, in_batched, *args):

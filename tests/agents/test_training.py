@@ -146,6 +146,62 @@ def test_seed_folded_env_equals_the_doubly_vmapped_env():
   assert not doubly, doubly
 
 
+def test_seed_folded_env_traces_the_env_once_per_shape():
+  # The scan and while_loop batching rules re-run the fold's rule while they find
+  # which carries are batched; the env's Python must run once per argument shape.
+  from rlax_inf import envs  # pylint: disable=g-import-not-at-top
+  from rlax_inf.agents import acting  # pylint: disable=g-import-not-at-top
+  env = envs.make("cartpole", episode_length=30)
+  calls = []
+
+  class Counting:
+    def __getattr__(self, name):
+      return getattr(env, name)
+
+    def batch_step(self, state, action):
+      calls.append(action.shape)
+      return env.batch_step(state, action)
+
+  folded = acting.SeedFoldedEnv(Counting())
+  keys = jax.random.split(jax.random.PRNGKey(0), 3 * 5).reshape(3, 5, 2)
+
+  def seed(k):
+    s = acting.batch_reset(folded, k)
+    def body(c):
+      s, t = c
+      return folded.batch_step(s, (jax.numpy.arange(5) + t) % 2), t + 1
+    s, _ = jax.lax.while_loop(lambda c: c[1] < 7, body, (s, 0))
+    s, _ = jax.lax.scan(lambda s, t: (folded.batch_step(s, t % 2 + 0 * s.obs[:, 0].astype(
+        jax.numpy.int32)), None), s, np.arange(5))
+    return s.obs
+
+  got = jax.jit(jax.vmap(seed))(keys)
+  assert sorted(set(calls)) == [(5,), (15,)] and len(calls) == 2, calls
+  # Same values as the plain env, doubly vmapped.
+  def plain(k):
+    s = jax.vmap(env.reset)(k)
+    def body(c):
+      s, t = c
+      return env.batch_step(s, (jax.numpy.arange(5) + t) % 2), t + 1
+    s, _ = jax.lax.while_loop(lambda c: c[1] < 7, body, (s, 0))
+    s, _ = jax.lax.scan(lambda s, t: (env.batch_step(s, t % 2 + 0 * s.obs[:, 0].astype(
+        jax.numpy.int32)), None), s, np.arange(5))
+    return s.obs
+  np.testing.assert_array_equal(got, jax.jit(jax.vmap(plain))(keys))
+
+
+def test_trace_once_falls_back_when_the_function_closes_over_a_tracer():
+  from rlax_inf.agents import acting  # pylint: disable=g-import-not-at-top
+
+  @jax.jit
+  def f(x, y):
+    g = acting._trace_once(lambda z: z * y)  # pylint: disable=protected-access
+    return g(x) + g(x)
+
+  np.testing.assert_allclose(f(jax.numpy.ones(3), 2.0), 4.0 * np.ones(3))
+  np.testing.assert_allclose(f(jax.numpy.ones(3), 3.0), 6.0 * np.ones(3))
+
+
 def test_compiled_side_by_side_equals_compiled_at_first_call(two_seed_run, tiny):
   trainer0, _, history = two_seed_run
   trainer = training.Trainer(trainer0.config, AGENT_CFG, "sac")
