@@ -165,29 +165,22 @@ def test_seed_folded_env_traces_the_env_once_per_shape():
   folded = acting.SeedFoldedEnv(Counting())
   keys = jax.random.split(jax.random.PRNGKey(0), 3 * 5).reshape(3, 5, 2)
 
-  def seed(k):
-    s = acting.batch_reset(folded, k)
-    def body(c):
-      s, t = c
-      return folded.batch_step(s, (jax.numpy.arange(5) + t) % 2), t + 1
-    s, _ = jax.lax.while_loop(lambda c: c[1] < 7, body, (s, 0))
-    s, _ = jax.lax.scan(lambda s, t: (folded.batch_step(s, t % 2 + 0 * s.obs[:, 0].astype(
-        jax.numpy.int32)), None), s, np.arange(5))
-    return s.obs
+  def run(e, reset):
+    def seed(k):
+      s = reset(e, k)
+      def body(c):
+        s, t = c
+        return e.batch_step(s, (jax.numpy.arange(5) + t) % 2), t + 1
+      s, _ = jax.lax.while_loop(lambda c: c[1] < 7, body, (s, 0))
+      s, _ = jax.lax.scan(lambda s, t: (e.batch_step(s, t % 2 + 0 * s.obs[:, 0].astype(
+          jax.numpy.int32)), None), s, np.arange(5))
+      return s.obs
+    return jax.jit(jax.vmap(seed))(keys)
 
-  got = jax.jit(jax.vmap(seed))(keys)
+  got = run(folded, acting.batch_reset)
   assert sorted(set(calls)) == [(5,), (15,)] and len(calls) == 2, calls
   # Same values as the plain env, doubly vmapped.
-  def plain(k):
-    s = jax.vmap(env.reset)(k)
-    def body(c):
-      s, t = c
-      return env.batch_step(s, (jax.numpy.arange(5) + t) % 2), t + 1
-    s, _ = jax.lax.while_loop(lambda c: c[1] < 7, body, (s, 0))
-    s, _ = jax.lax.scan(lambda s, t: (env.batch_step(s, t % 2 + 0 * s.obs[:, 0].astype(
-        jax.numpy.int32)), None), s, np.arange(5))
-    return s.obs
-  np.testing.assert_array_equal(got, jax.jit(jax.vmap(plain))(keys))
+  np.testing.assert_array_equal(got, run(env, lambda e, k: jax.vmap(e.reset)(k)))
 
 
 def test_trace_once_falls_back_when_the_function_closes_over_a_tracer():
