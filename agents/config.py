@@ -45,6 +45,7 @@ class TrainConfig:
   fresh_resets: bool = True  # False: Brax's cached initial state per env (cheaper step)
   checkpoint_every: int = 1  # evaluations between checkpoints
   num_devices: int = 0  # 0: as many as divide num_seeds
+  fast_compile: bool = True  # compile with training.FAST_COMPILE_OPTIONS (False: XLA's own)
 
   def __post_init__(self):
     for name in ("num_seeds", "total_steps", "num_envs", "batch_size", "eval_every",

@@ -12,15 +12,23 @@ import jax.numpy as jnp
 
 
 class MLP(nn.Module):
-  """Fully connected network: Dense → activation for every hidden layer, linear head."""
+  """Fully connected network: Dense → activation for every hidden layer, linear head.
+
+  With `layer_norm`, each hidden layer is Dense → relu → LayerNorm (the order of
+  brax.training's `networks.MLP(layer_norm=True)`, used by its SAC's
+  `q_network_layer_norm`); the parameters of the Dense layers keep their names.
+  """
 
   hidden: Sequence[int]
   out: int
+  layer_norm: bool = False
 
   @nn.compact
   def __call__(self, x):
     for width in self.hidden:
       x = nn.relu(nn.Dense(width, kernel_init=nn.initializers.lecun_uniform())(x))
+      if self.layer_norm:
+        x = nn.LayerNorm()(x)
     return nn.Dense(self.out, kernel_init=nn.initializers.lecun_uniform())(x)
 
 
@@ -46,8 +54,8 @@ class Actor:
 class Critics:
   """`num_critics` independent Q(s, a) networks evaluated together: → [num_critics, ...]."""
 
-  def __init__(self, hidden: Sequence[int], num_critics: int = 2):
-    self._net = MLP(tuple(hidden), 1)
+  def __init__(self, hidden: Sequence[int], num_critics: int = 2, layer_norm: bool = False):
+    self._net = MLP(tuple(hidden), 1, layer_norm)
     self.num_critics = num_critics
 
   def init(self, key, obs_size: int, action_size: int):

@@ -17,6 +17,9 @@ Per batch of transitions (s, a, r, d, s') with d = 1 at real terminals:
   alpha:   L_α = α · (Ĥ − H̄),   H̄ = −|A| by default          [rlax_inf.entropy_temperature_loss]
   targets: θ̄ ← (1 − ρ) θ̄ + ρ θ                                 [optax.incremental_update]
 
+`critic_layer_norm=True` puts a LayerNorm after each hidden layer of the critics
+(brax.training's SAC `q_network_layer_norm`, the critics of FastTD3 / FastSAC).
+
 `make(config, env_spec)` returns the `base.Agent`; the losses (`make_losses`)
 are apart from the update, which only orchestrates the three optimiser steps.
 Actions live in the env's [-1, 1] box.
@@ -55,6 +58,7 @@ class SACConfig:
   policy_loss: str = "rkl"  # "rkl" (SAC) or "fkl" (SAC-FKL)
   num_action_samples: int = 1  # actions per state in the actor step (16 for SAC-FKL)
   normalize_observations: bool = True
+  critic_layer_norm: bool = False  # LayerNorm after each hidden layer of the critics
 
   def __post_init__(self):
     if self.policy_loss not in ("rkl", "fkl"):
@@ -145,7 +149,7 @@ def make(config: SACConfig, env_spec: Any) -> base.Agent:
   base.check_action_space(name, env_spec, (base.CONTINUOUS,))
   obs_size, action_size = int(env_spec.observation_size), int(env_spec.action_size)
   actor_net = networks.Actor(config.hidden, action_size)
-  critic_net = networks.Critics(config.hidden, 2)
+  critic_net = networks.Critics(config.hidden, 2, config.critic_layer_norm)
   actor_tx, critic_tx, alpha_tx = (optax.adam(config.actor_lr), optax.adam(config.critic_lr),
                                    optax.adam(config.alpha_lr))
   critic_loss, actor_loss, alpha_loss = make_losses(config, actor_net, critic_net, action_size)

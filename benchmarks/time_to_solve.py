@@ -47,7 +47,8 @@ RESULTS = "time_to_solve"
 COMMON = dict(env="inverted_pendulum", backend="generalized", target=950.0, seeds=4,
               max_steps=50_000, num_envs=16, hidden=(64, 64), batch_size=256,
               grad_updates_per_step=16, prefill=2048, eval_every=2048, num_eval_envs=16,
-              episode_length=1000, learning_rate=3e-4, polyak=0.005)
+              episode_length=1000, learning_rate=3e-4, polyak=0.005,
+              critic_layer_norm=False)
 
 SIDES: Dict[str, Dict[str, Any]] = {
     "ours-sac": dict(kind="ours", agent="sac"),
@@ -95,7 +96,8 @@ def _child_ours(spec: Dict[str, Any], t0: float) -> None:
   agent_sets = dict(hidden=tuple(spec["hidden"]))
   if spec["agent"] in ("sac", "sac-fkl"):
     lr = spec["learning_rate"]
-    agent_sets.update(actor_lr=lr, critic_lr=lr, alpha_lr=lr, polyak=spec["polyak"])
+    agent_sets.update(actor_lr=lr, critic_lr=lr, alpha_lr=lr, polyak=spec["polyak"],
+                      critic_layer_norm=spec["critic_layer_norm"])
   agent_sets.update(spec.get("agent_sets", {}))
   agent_cfg = dataclasses.replace(entry.config, **agent_sets)
   cfg = training.TrainConfig(
@@ -166,8 +168,9 @@ def _child_brax(spec: Dict[str, Any], t0: float) -> None:
             normalize_observations=True, min_replay_size=spec["prefill"],
             max_replay_size=spec["max_steps"], tau=spec["polyak"],
             grad_updates_per_step=spec["grad_updates_per_step"], deterministic_eval=True,
-            network_factory=functools.partial(nets.make_sac_networks,
-                                              hidden_layer_sizes=tuple(spec["hidden"])),
+            network_factory=functools.partial(
+                nets.make_sac_networks, hidden_layer_sizes=tuple(spec["hidden"]),
+                q_network_layer_norm=spec["critic_layer_norm"]),
             progress_fn=progress)
       else:
         from brax.training.agents.ppo import networks as nets  # pylint: disable=g-import-not-at-top

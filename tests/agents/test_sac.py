@@ -182,3 +182,42 @@ def test_tanh_normal_agrees_with_rlax_inf_distributions():
   np.testing.assert_allclose(
       tanh_normal.log_prob_pre_tanh(u, mean, std),
       distributions.TanhGaussian(mean, std).log_prob_from_pre_tanh(u), rtol=1e-5)
+
+
+def test_layer_norm_critics_match_brax_training_q_network():
+  """`critic_layer_norm`: the critics equal brax.training's MLP(layer_norm=True) on the same weights."""
+  from brax.training import networks as brax_networks  # pylint: disable=g-import-not-at-top
+  from rlax_inf.agents import networks  # pylint: disable=g-import-not-at-top
+  hidden = (8, 5)
+  net = networks.Critics(hidden, 2, layer_norm=True)
+  params = net.init(jax.random.PRNGKey(0), OBS, ACT)
+  # LayerNorm starts as scale 1, bias 0; move them so the check sees them.
+  params = jax.tree_util.tree_map_with_path(
+      lambda path, x: x + 0.3 * jax.random.normal(jax.random.PRNGKey(len(str(path))), x.shape)
+      if "LayerNorm" in str(path) else x, params)
+  obs, action = jax.random.normal(jax.random.PRNGKey(1), (B, OBS)), jnp.full((B, ACT), 0.2)
+  q = net.apply(params, obs, action)
+  brax_mlp = brax_networks.MLP(layer_sizes=hidden + (1,), layer_norm=True)
+  for j in range(2):
+    p = jax.tree.map(lambda l, j=j: l[j], params)["params"]
+    renamed = {f"hidden_{i}": p[f"Dense_{i}"] for i in range(3)}
+    renamed.update({f"LayerNorm_{i}": p[f"LayerNorm_{i}"] for i in range(2)})
+    expected = brax_mlp.apply({"params": renamed}, jnp.concatenate([obs, action], -1))[..., 0]
+    np.testing.assert_allclose(q[j], expected, rtol=1e-5, atol=1e-6)
+  # Off by default: the critic parameters (and old checkpoints) are unchanged.
+  plain = networks.Critics(hidden, 2).init(jax.random.PRNGKey(0), OBS, ACT)
+  assert set(plain["params"]) == {"Dense_0", "Dense_1", "Dense_2"}
+
+
+def test_sac_with_layer_norm_critics_updates_finitely():
+  cfg = sac.SACConfig(hidden=(16, 16), critic_layer_norm=True)
+  agent = sac.make(cfg, SPEC)
+  state = agent.init(jax.random.PRNGKey(0))
+  assert "LayerNorm_0" in state.critic["params"] and "LayerNorm_0" not in state.actor["params"]
+  new_state, metrics = jax.jit(agent.update)(state, _batch(jax.random.PRNGKey(1)),
+                                             jax.random.PRNGKey(2))
+  assert all(np.isfinite(np.asarray(v)).all() for v in jax.tree.leaves(metrics))
+  moved = jax.tree.map(lambda a, b: np.abs(np.asarray(a) - np.asarray(b)).max(),
+                       state.critic["params"]["LayerNorm_0"],
+                       new_state.critic["params"]["LayerNorm_0"])
+  assert max(jax.tree.leaves(moved)) > 0  # the LayerNorm scale/bias are trained

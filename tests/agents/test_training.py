@@ -205,3 +205,16 @@ def test_compiled_side_by_side_equals_compiled_at_first_call(two_seed_run, tiny)
     ts, got = trainer.run_interval(ts)
     for k, v in jax.device_get(got).items():
       np.testing.assert_array_equal(v, want[k], err_msg=k)
+
+
+def test_compiler_options_reach_the_programs_and_unknown_ones_are_left_out(tiny):
+  assert set(training.default_compiler_options()) <= set(training.FAST_COMPILE_OPTIONS)
+  # The probe answers False for an option this XLA does not know, instead of failing.
+  assert not training._accepted(  # pylint: disable=protected-access
+      jax.default_backend(), "xla_cpu_no_such_option", False)
+  cfg = tiny.train_config(num_seeds=1, seed=0, total_steps=tiny.steps)
+  bogus = training.Trainer(cfg, AGENT_CFG, "sac",
+                           compiler_options={"xla_cpu_no_such_option": False})
+  with pytest.raises(Exception, match="xla_cpu_no_such_option"):
+    bogus.init.lower(bogus.seed_keys()).compile()
+  assert training.Trainer(cfg, AGENT_CFG, "sac", compiler_options={}).compiler_options == {}
