@@ -48,7 +48,7 @@ COMMON = dict(env="inverted_pendulum", backend="generalized", target=950.0, seed
               max_steps=50_000, num_envs=16, hidden=(64, 64), batch_size=256,
               grad_updates_per_step=16, prefill=2048, eval_every=2048, num_eval_envs=16,
               episode_length=1000, learning_rate=3e-4, polyak=0.005,
-              critic_layer_norm=False)
+              critic_layer_norm=False, fast_compile=True)
 
 SIDES: Dict[str, Dict[str, Any]] = {
     "ours-sac": dict(kind="ours", agent="sac"),
@@ -106,7 +106,8 @@ def _child_ours(spec: Dict[str, Any], t0: float) -> None:
       grad_updates_per_step=spec["grad_updates_per_step"], prefill_steps=spec["prefill"],
       eval_every=spec["eval_every"], num_eval_envs=spec["num_eval_envs"],
       episode_length=spec["episode_length"], fresh_resets=spec.get("fresh_resets", False),
-      num_devices=spec.get("devices", 1), **spec.get("loop_sets", {}))
+      num_devices=spec.get("devices", 1), fast_compile=spec["fast_compile"],
+      **spec.get("loop_sets", {}))
   trainer = training.Trainer(cfg, agent_cfg, spec["agent"])
   trainer.compile()  # init and interval side by side, as the CLI does
   ts = trainer.init(trainer.seed_keys())
@@ -318,7 +319,8 @@ def main(argv=None) -> int:
   out_dir = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "runs",
                          RESULTS)
   os.makedirs(out_dir, exist_ok=True)
-  payload = dict(command=_common.command(), machine=_common.machine(), results=results)
+  payload = dict(command=_common.command(), machine=_common.machine(),
+                 xla_flags=os.environ.get("XLA_FLAGS", ""), results=results)
   md = _markdown(payload)
   with open(os.path.join(out_dir, f"{name}.json"), "w") as f:
     json.dump(payload, f, indent=1)
