@@ -155,8 +155,17 @@ def _install_brax_shim():
     return
 
   def device_put_replicated(x, devices):
-    # A leading device axis is all pmap needs; it places the shards itself.
-    return jax.tree.map(lambda a: jax.numpy.stack([a] * len(devices)), x)
+    # One copy per device along a leading axis, sharded over `devices` (pmap's layout:
+    # brax reads `addressable_shards[0]` back as one device's copy).
+    sharding = jax.sharding.NamedSharding(jax.sharding.Mesh(np.asarray(devices), ("d",)),
+                                          jax.sharding.PartitionSpec("d"))
+
+    def put(a):
+      a = jax.numpy.asarray(a)
+      return jax.make_array_from_single_device_arrays(
+          (len(devices),) + a.shape, sharding, [jax.device_put(a[None], d) for d in devices])
+
+    return jax.tree.map(put, x)
 
   jax.device_put_replicated = device_put_replicated
 
