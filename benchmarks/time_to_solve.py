@@ -48,7 +48,7 @@ COMMON = dict(env="inverted_pendulum", backend="generalized", target=950.0, seed
               max_steps=50_000, num_envs=16, hidden=(64, 64), batch_size=256,
               grad_updates_per_step=16, prefill=2048, eval_every=2048, num_eval_envs=16,
               episode_length=1000, learning_rate=3e-4, polyak=0.005,
-              critic_layer_norm=False, fast_compile=True)
+              critic_layer_norm=False, fast_compile=True, first_seed=0)
 
 SIDES: Dict[str, Dict[str, Any]] = {
     "ours-sac": dict(kind="ours", agent="sac"),
@@ -101,7 +101,7 @@ def _child_ours(spec: Dict[str, Any], t0: float) -> None:
   agent_sets.update(spec.get("agent_sets", {}))
   agent_cfg = dataclasses.replace(entry.config, **agent_sets)
   cfg = training.TrainConfig(
-      env=spec["env"], backend=spec["backend"], num_seeds=spec["seeds"],
+      env=spec["env"], backend=spec["backend"], num_seeds=spec["seeds"], seed=spec["first_seed"],
       total_steps=spec["max_steps"], num_envs=spec["num_envs"], batch_size=spec["batch_size"],
       grad_updates_per_step=spec["grad_updates_per_step"], prefill_steps=spec["prefill"],
       eval_every=spec["eval_every"], num_eval_envs=spec["num_eval_envs"],
@@ -141,7 +141,7 @@ def _child_brax(spec: Dict[str, Any], t0: float) -> None:
   env = brax_envs.get_environment(spec["env"], backend=spec["backend"])
   solved_all = True
   last_steps = 0
-  for seed in range(spec["seeds"]):
+  for seed in range(spec["first_seed"], spec["first_seed"] + spec["seeds"]):
     def progress(step, metrics, seed=seed):
       nonlocal last_steps
       if "eval/episode_reward" not in metrics:
