@@ -20,7 +20,11 @@ can use as well as we can), so it measures a second run of the same command.
 
 Settings per side are in `SIDES`; both SAC sides share the network, batch,
 update-to-data ratio, envs, prefill, evaluation interval and eval envs unless a
-side's entry says otherwise. Each invocation writes runs/time_to_solve/NAME.{json,md,png}
+side's entry says otherwise. `--set KEY=JSON` overrides a setting of every side:
+`critic_layer_norm` (both SAC sides: ours' `SACConfig.critic_layer_norm`, brax's
+`q_network_layer_norm`), `devices` (host devices for both), `first_seed`, and
+`fast_compile` (ours only; brax.training gets XLA options only from `XLA_FLAGS`, which
+both sides inherit and each record keeps). Each invocation writes runs/time_to_solve/NAME.{json,md,png}
 (`--out NAME`, default a time stamp); benchmarks/results/time_to_solve.md is the committed
 reading of such runs.
 """
