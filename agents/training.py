@@ -37,9 +37,9 @@ _LOOPS = {base.OFF_POLICY: off_policy.Loop, base.ON_POLICY: on_policy.Loop,
 
 #: XLA options the Trainer compiles with (`TrainConfig.fast_compile`, on by default)
 #: where the installed XLA knows them. XLA:CPU's older (non-MLIR) fusion emitters
-#: compile a Brax SAC run's programs in ~0.6x the time; a Brax hopper step runs
-#: faster, a 64x64 SAC update ~8% slower (benchmarks/results/time_to_solve.md,
-#: session 12). Other backends ignore an `xla_cpu_` option.
+#: compile a Brax SAC run's programs in 0.6-0.7x the time; env rollouts run ±11%
+#: and a 64x64 SAC update 10-25% slower (benchmarks/results/compile_profile_*.md).
+#: Other backends ignore an `xla_cpu_` option.
 FAST_COMPILE_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
 
 

@@ -78,7 +78,9 @@ def _child(spec: Dict[str, Any], options: Dict[str, Any]) -> Dict[str, Any]:
     returns.append(np.asarray(metrics["eval_return"]).round(1).tolist())
   out["eval_returns"] = returns
 
-  jit = lambda f: jax.jit(f, compiler_options=options or None)  # pylint: disable=unnecessary-lambda-assignment
+  def jit(f):
+    return jax.jit(f, compiler_options=options or None)
+
   k, b = spec["micro_updates"], 256
   ks = jax.random.split(jax.random.PRNGKey(1), 4)
   batch = base.Transition(

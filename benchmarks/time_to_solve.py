@@ -24,9 +24,9 @@ side's entry says otherwise. `--set KEY=JSON` overrides a setting of every side:
 `critic_layer_norm` (both SAC sides: ours' `SACConfig.critic_layer_norm`, brax's
 `q_network_layer_norm`), `devices` (host devices for both), `first_seed`, and
 `fast_compile` (ours only; brax.training gets XLA options only from `XLA_FLAGS`, which
-both sides inherit and each record keeps). Each invocation writes runs/time_to_solve/NAME.{json,md,png}
-(`--out NAME`, default a time stamp); benchmarks/results/time_to_solve.md is the committed
-reading of such runs.
+both sides inherit and each record keeps). Each invocation writes
+runs/time_to_solve/NAME.{json,md,png} (`--out NAME`, default a time stamp);
+benchmarks/results/time_to_solve.md is the committed reading of such runs.
 """
 
 import argparse

@@ -1,4 +1,4 @@
-"""benchmarks.compile_profile --quick: two fresh processes, the table and the headline (no speed asserted)."""
+"""benchmarks.compile_profile --quick: two fresh processes and the headline (no speed asserted)."""
 
 from benchmarks import compile_profile
 

@@ -185,7 +185,7 @@ def test_tanh_normal_agrees_with_rlax_inf_distributions():
 
 
 def test_layer_norm_critics_match_brax_training_q_network():
-  """`critic_layer_norm`: the critics equal brax.training's MLP(layer_norm=True) on the same weights."""
+  """`critic_layer_norm`: the critics equal brax.training's MLP(layer_norm=True), same weights."""
   from brax.training import networks as brax_networks  # pylint: disable=g-import-not-at-top
   from rlax_inf.agents import networks  # pylint: disable=g-import-not-at-top
   hidden = (8, 5)
