@@ -114,3 +114,32 @@ def test_a_partial_run_is_compared_where_it_got_to():
   c = bench.compare(summaries, ["hopper"])["hopper"]["fkl_minus_rkl_whole"]
   assert c["upto_step"] == 300
   assert c["auc"] == pytest.approx((5.0, 5.0, 5.0)) and c["final"][0] == pytest.approx(5.0)
+
+
+def test_merge_json_reports_settings_from_the_written_json(tmp_path):
+  """--report --merge-json: a setting absent from the cache is read from the results json
+  (how a task added later is reported with the earlier ones), here all four of hopper."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  with open(os.path.join(bench.RESULTS, "fkl_vs_rkl.json")) as f:
+    written = json.load(f)
+  keys = [s.key for s in bench.settings(["hopper"], (16,))]
+  fake = dict(written, summaries={k: written["summaries"][k] for k in keys})
+  with open(tmp_path / "fkl_vs_rkl.json", "w") as f:
+    json.dump(fake, f)
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  # Run in tmp_path: its runs/bench_fkl_vs_rkl cache is empty, whatever this checkout holds.
+  env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(tmp_path / "jax_cache"),
+             PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
+  proc = subprocess.run(
+      [sys.executable, "-m", "benchmarks.fkl_vs_rkl", "--report", "--merge-json", "--tasks",
+       "hopper", "--n", "16", "--out", str(tmp_path)],
+      capture_output=True, text=True, env=env, check=False, cwd=str(tmp_path))
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  with open(tmp_path / "fkl_vs_rkl.json") as f:
+    merged = json.load(f)
+  assert set(merged["summaries"]) == set(keys)
+  for k in keys:
+    assert merged["summaries"][k]["auc"] == written["summaries"][k]["auc"]
+  assert merged["comparison"]["hopper"] == written["comparison"]["hopper"]
+  assert proc.stdout.strip().splitlines()[-1].startswith("fkl_vs_rkl: FKL − RKL")
