@@ -398,12 +398,10 @@ def main(argv=None) -> int:
         args.n, AGENT, CACHE
     out_dir = None if args.no_write or parts > 1 or args.only else (args.out or RESULTS)
   grid = settings(tasks, n_sweep)
-  earlier = {}
-  if args.merge_json and not args.quick:
-    path = os.path.join(args.out or RESULTS, "fkl_vs_rkl.json")
-    if os.path.exists(path):
-      with open(path) as f:
-        earlier = json.load(f)["summaries"]
+  earlier, earlier_path = {}, os.path.join(args.out or RESULTS, "fkl_vs_rkl.json")
+  if args.merge_json and not args.quick and os.path.exists(earlier_path):
+    with open(earlier_path) as f:
+      earlier = json.load(f)["summaries"]
   t_start = time.time()
   summaries = {}
   for i, st in enumerate(grid):
@@ -415,8 +413,7 @@ def main(argv=None) -> int:
     print(f"{st.key}: {name} {kw} replay_size={train_kw['replay_size']}", flush=True)
     result = em_agents.run(name, train_kw, kw, seeds, cache, args.report)
     if result is None and st.key in earlier:
-      print(f"  {st.key}: read from {os.path.join(out_dir or RESULTS, 'fkl_vs_rkl.json')}",
-            flush=True)
+      print(f"  {st.key}: read from {earlier_path}", flush=True)
       summaries[st.key] = earlier[st.key]
       continue
     if result is None:
