@@ -69,6 +69,27 @@ def _fold_outer_vmap(fn: Callable[..., Any]) -> Callable[..., Any]:
   return folded
 
 
+@jax.custom_batching.custom_vmap
+def any_seed(flag: jax.Array) -> jax.Array:
+  """`flag` (a [] bool) of one seed; under the seed `vmap`, whether it holds for any seed.
+
+  The loops bound their `while_loop`s with it. A bound that differs per seed
+  makes `vmap` turn the loop into one with a batched predicate: every body runs
+  for every seed under a select, and XLA:CPU then gave NaN update metrics at
+  LLVM O0 (benchmarks/results/time_to_solve.md, sessions 13-14). With one
+  unbatched bound per program the loops stay plain loops; the loops make the
+  steps a seed runs past its own bound leave it unchanged, so each seed's
+  results are those of its own run.
+  """
+  return flag
+
+
+@any_seed.def_vmap
+def _any_seed_rule(axis_size, in_batched, flag):
+  del axis_size
+  return (jnp.any(flag) if in_batched[0] else flag), False
+
+
 class SeedFoldedEnv:
   """An env whose batched step and reset fold an outer seed `vmap` into the env batch.
 

@@ -1,17 +1,30 @@
 """The off-policy loop: replay of one-step transitions or length-T sequences.
 
-Per evaluation interval, one compiled program does for each of
-`interval_vector_steps` vector steps (brax.training's layout):
+A run is two programs: `init` (agent, an empty buffer, fresh envs; no env
+step) and one evaluation interval, run again and again. The interval is one
+`lax.while_loop` over vector steps, in phases that share one env step:
 
-  act on `num_envs` envs → step them → insert the row of transitions into the
-  ring buffer → fold the observations into the agent (`observe`) →
-  `grad_updates_per_step` updates, each on `batch_size` transitions
-  (`replay.sample`) or length-T sequences (`replay.sample_sequences`,
-  T = `agent.needs.sequence_length`), in an inner `lax.scan`
+  prefill (the first interval only): act uniformly at random (`extras` are
+    zeros) → step → insert the row of transitions into the ring buffer →
+    fold the observations into the agent (`observe`);
+  collect + learn, `interval_vector_steps` times: act with the policy → step →
+    insert → observe → `grad_updates_per_step` updates, each on `batch_size`
+    transitions (`replay.sample`) or length-T sequences
+    (`replay.sample_sequences`, T = `agent.needs.sequence_length`);
+  evaluate: the same env step on fresh eval envs until each has ended its
+    first episode (or `episode_length` steps), the first `num_eval_envs`
+    acting deterministically and the next `num_eval_envs` sampling
+    (`acting.evaluate`'s scores).
 
-and then the shared evaluation (`acting.evaluate`). The buffer is prefilled
-with uniformly random actions from the env's action space (their `extras` are
-zeros). Functions here handle one seed; `training.Trainer` vmaps and shards.
+brax.training runs the prefill and the evaluation as programs of their own,
+each with its own copy of the env step; XLA compiles every copy (the env step
+is most of a program's compile time on a CPU), so one copy makes the run's
+start-up shorter (benchmarks/results/time_to_solve.md). The train and eval
+envs then step as one batch of `slots` = max(num_envs, 2 · num_eval_envs)
+envs; when those two differ by more than 2× that would waste more than half
+of a step, and the interval evaluates after its loop with `acting.evaluate`
+instead. The loops' bounds are the same for every seed (`acting.any_seed`).
+Functions here handle one seed; `training.Trainer` vmaps and shards.
 """
 
 import dataclasses
@@ -61,6 +74,16 @@ def schedule(config, sequence_length: int = 1) -> Schedule:
   return Schedule(prefill, interval, num_intervals, rows)
 
 
+def _where(flag: jax.Array, a: Any, b: Any) -> Any:
+  """`a` where the scalar `flag`, else `b`, leaf by leaf (two pytrees of one structure)."""
+  return jax.tree.map(lambda x, y: jnp.where(flag, x, y), a, b)
+
+
+def _first(tree: Any, n: int) -> Any:
+  """The first `n` envs of a batched env state (or any pytree batched on axis 0)."""
+  return jax.tree.map(lambda x: x[:n], tree)
+
+
 class Loop:
   """The off-policy programs of one seed for `agent` on `env` (see the module doc)."""
 
@@ -72,11 +95,11 @@ class Loop:
     self.config, self.env, self.agent = config, acting.SeedFoldedEnv(env), agent
     self.sequence_length = agent.needs.sequence_length
     self.schedule = schedule(config, self.sequence_length)
-
-  def _collect(self, agent_state, replay, env_state, action, extras):
-    next_state = self.env.batch_step(env_state, action)
-    replay = replay_lib.insert(replay, acting.transition(env_state, action, extras, next_state))
-    return self.agent.observe(agent_state, env_state.obs), replay, next_state
+    n, e = config.num_envs, 2 * config.num_eval_envs
+    #: Whether the interval's loop evaluates too, through its one env step (the module doc).
+    self.evaluates_in_loop = max(n, e) <= 2 * min(n, e)
+    #: Envs per seed that step in the loop (train and, when it evaluates, eval).
+    self.slots = max(n, e) if self.evaluates_in_loop else n
 
   def _sample(self, replay, key):
     b = self.config.batch_size
@@ -84,57 +107,110 @@ class Loop:
       return replay_lib.sample(replay, key, b)
     return replay_lib.sample_sequences(replay, key, b, self.sequence_length)
 
+  def _extras(self, agent_state, obs):
+    return acting.extras_like(self.agent, self.agent.policy_params(agent_state), obs)
+
   def init(self, key: jax.Array) -> TrainState:
-    """Agent, replay and envs for one seed, the buffer prefilled with random actions."""
+    """Agent, an empty buffer and `slots` fresh envs for one seed (the first interval prefills)."""
     cfg, sch, env, agent = self.config, self.schedule, self.env, self.agent
-    k_agent, k_env, k_prefill, k_loop = jax.random.split(key, 4)
+    k_agent, k_env, k_action, k_loop = jax.random.split(key, 4)
     agent_state = agent.init(k_agent)
-    env_state = acting.batch_reset(env, jax.random.split(k_env, cfg.num_envs))
-    extras = acting.extras_like(agent, agent.policy_params(agent_state), env_state.obs)
-    actions = base.random_actions(env.spec, k_prefill, cfg.num_envs)
-    example = jax.tree.map(lambda x: x[0], acting.transition(
-        env_state, actions, extras, env_state))
-    replay = replay_lib.init(example, sch.replay_rows, cfg.num_envs)
-
-    def prefill(carry, k):
-      agent_state, replay, env_state = carry
-      action = base.random_actions(env.spec, k, cfg.num_envs)
-      return self._collect(agent_state, replay, env_state, action, extras), None
-
-    (agent_state, replay, env_state), _ = jax.lax.scan(
-        prefill, (agent_state, replay, env_state),
-        jax.random.split(k_prefill, sch.prefill_vector_steps))
+    env_state = acting.batch_reset(env, jax.random.split(k_env, self.slots))
+    first = _first(env_state, cfg.num_envs)
+    row = acting.transition(first, base.random_actions(env.spec, k_action, cfg.num_envs),
+                            self._extras(agent_state, first.obs), first)
+    replay = replay_lib.init(jax.tree.map(lambda x: x[0], row), sch.replay_rows, cfg.num_envs)
     return TrainState(agent=agent_state, replay=replay, env_state=env_state, key=k_loop,
-                      env_steps=jnp.asarray(sch.prefill_vector_steps * cfg.num_envs, jnp.int32),
-                      evaluations=jnp.zeros((), jnp.int32))
+                      env_steps=jnp.zeros((), jnp.int32), evaluations=jnp.zeros((), jnp.int32))
 
-  def interval(self, ts: TrainState) -> Tuple[TrainState, Dict[str, jax.Array]]:
-    """One evaluation interval for one seed: collect + learn, then evaluate."""
-    cfg, sch, agent = self.config, self.schedule, self.agent
-    key, k_steps, k_eval = jax.random.split(ts.key, 3)
+  def _learn(self, agent_state, replay, key, learns):
+    """`grad_updates_per_step` updates where `learns` (a bound of the loop), else none."""
+    agent = self.agent
 
-    def vector_step(carry, k):
-      agent_state, replay, env_state = carry
-      k_act, k_updates = jax.random.split(k)
-      action, extras = agent.act(agent.policy_params(agent_state), env_state.obs, k_act, False)
-      agent_state, replay, env_state = self._collect(agent_state, replay, env_state, action,
-                                                     extras)
-
+    def updates(agent_state):
       def grad_step(agent_state, k):
         k_sample, k_update = jax.random.split(k)
         return agent.update(agent_state, self._sample(replay, k_sample), k_update)
 
       agent_state, metrics = jax.lax.scan(
-          grad_step, agent_state, jax.random.split(k_updates, cfg.grad_updates_per_step))
-      return (agent_state, replay, env_state), jax.tree.map(jnp.mean, metrics)
+          grad_step, agent_state, jax.random.split(key, self.config.grad_updates_per_step))
+      return agent_state, jax.tree.map(jnp.mean, metrics)
 
-    (agent_state, replay, env_state), metrics = jax.lax.scan(
-        vector_step, (ts.agent, ts.replay, ts.env_state),
-        jax.random.split(k_steps, sch.interval_vector_steps))
-    metrics = jax.tree.map(jnp.mean, metrics)
-    metrics["train_return"] = acting.train_return(env_state)
-    metrics.update(acting.evaluate(self.env, agent, agent_state, k_eval, cfg.num_eval_envs))
+    shapes = jax.eval_shape(updates, agent_state)[1]
+    return jax.lax.cond(learns, updates,
+                        lambda st: (st, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype),
+                                                     shapes)), agent_state)
+
+  def interval(self, ts: TrainState) -> Tuple[TrainState, Dict[str, jax.Array]]:
+    """One evaluation interval for one seed: (prefill +) collect + learn, then evaluate."""
+    cfg, sch, agent, env = self.config, self.schedule, self.agent, self.env
+    n, slots, num_eval = cfg.num_envs, self.slots, cfg.num_eval_envs
+    key, k_steps, k_eval = jax.random.split(ts.key, 3)
+    # Bounds of the phases, in vector steps; the same for every seed (acting.any_seed).
+    prefill = jnp.where(acting.any_seed(ts.env_steps == 0), sch.prefill_vector_steps, 0)
+    collect = prefill + sch.interval_vector_steps
+    in_loop = self.evaluates_in_loop
+    k_reset, k_eval = jax.random.split(k_eval)
+    eval_env = acting.batch_reset(env, jax.random.split(k_reset, slots)) if in_loop else None
+    deterministic = jnp.arange(slots) < num_eval
+    zero_extras = self._extras(ts.agent, _first(ts.env_state, n).obs)
+    sums = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(
+        lambda st, k: self._learn(st, ts.replay, k, True)[1], ts.agent, k_steps))
+    # Per slot: return and length of its first eval episode, and whether it has
+    # ended (slots past the 2 · num_eval_envs eval envs count as ended).
+    scores = (jnp.zeros((slots,)), jnp.zeros((slots,)),
+              (jnp.arange(slots) >= 2 * num_eval).astype(jnp.float32))
+
+    def going(carry):
+      t, ended = carry[0], carry[-1][2]
+      if not in_loop:
+        return t < collect
+      evaluating = acting.any_seed(jnp.logical_not(jnp.all(ended > 0)))
+      return (t < collect) | ((t < collect + env.spec.episode_length) & evaluating)
+
+    def body(carry):
+      t, agent_state, sums, replay, train_env, eval_env, scores = carry
+      is_prefill, is_eval = t < prefill, t >= collect  # is_eval: only when in_loop
+      k_act, k_random, k_learn = jax.random.split(jax.random.fold_in(k_steps, t), 3)
+      states = train_env if not in_loop else _where(is_eval, eval_env, train_env)
+      action, extras = agent.act(agent.policy_params(agent_state), states.obs, k_act,
+                                 is_eval & deterministic)
+      action = jnp.where(is_prefill, base.random_actions(env.spec, k_random, slots), action)
+      next_state = env.batch_step(states, action)
+
+      def train_side(agent_state, sums, replay):
+        row = acting.transition(_first(states, n), action[:n],
+                                _where(is_prefill, zero_extras, _first(extras, n)),
+                                _first(next_state, n))
+        replay = replay_lib.insert(replay, row)
+        agent_state = agent.observe(agent_state, states.obs[:n])
+        agent_state, metrics = self._learn(agent_state, replay, k_learn,
+                                           jnp.logical_not(is_prefill))
+        return agent_state, jax.tree.map(jnp.add, sums, metrics), replay
+
+      if not in_loop:
+        agent_state, sums, replay = train_side(agent_state, sums, replay)
+        return t + 1, agent_state, sums, replay, next_state, eval_env, scores
+      agent_state, sums, replay = jax.lax.cond(
+          is_eval, lambda *c: c, train_side, agent_state, sums, replay)
+      ret, length, ended = scores
+      alive = jnp.where(is_eval, 1.0 - ended, 0.0)
+      scores = (ret + alive * next_state.reward, length + alive,
+                jnp.where(is_eval, jnp.maximum(ended, next_state.done), ended))
+      return (t + 1, agent_state, sums, replay, _where(is_eval, train_env, next_state),
+              _where(is_eval, next_state, eval_env), scores)
+
+    _, agent_state, sums, replay, env_state, _, (ret, length, _) = jax.lax.while_loop(
+        going, body, (jnp.zeros((), jnp.int32), ts.agent, sums, ts.replay, ts.env_state,
+                      eval_env, scores))
+    metrics = jax.tree.map(lambda s: s / sch.interval_vector_steps, sums)
+    metrics["train_return"] = acting.train_return(_first(env_state, n))
+    if in_loop:
+      metrics.update(eval_return=jnp.mean(ret[:num_eval]), eval_length=jnp.mean(length[:num_eval]),
+                     eval_return_stochastic=jnp.mean(ret[num_eval:2 * num_eval]),
+                     eval_length_stochastic=jnp.mean(length[num_eval:2 * num_eval]))
+    else:
+      metrics.update(acting.evaluate(env, agent, agent_state, k_eval, num_eval))
     ts = ts.replace(agent=agent_state, replay=replay, env_state=env_state, key=key,
-                    env_steps=ts.env_steps + sch.interval_vector_steps * cfg.num_envs,
-                    evaluations=ts.evaluations + 1)
+                    env_steps=ts.env_steps + collect * n, evaluations=ts.evaluations + 1)
     return ts, metrics

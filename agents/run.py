@@ -298,14 +298,13 @@ def train_run(out: str, agent: str, train_cfg: config_lib.TrainConfig, agent_cfg
       trainer.compile(init=ts is None)
     if ts is None:
       ts = trainer.init(trainer.seed_keys())
-    bar = report.Progress(trainer.total_env_steps,
-                          sch.prefill_vector_steps * train_cfg.num_envs
-                          + done * trainer.env_steps_per_interval,
+    bar = report.Progress(trainer.total_env_steps, trainer.env_steps_after(done),
                           train_cfg.num_seeds, label, enabled=progress and is_main)
-    interval_steps = trainer.env_steps_per_interval
     saved = done or None  # the evaluation of the newest checkpoint on disk
     for evaluation in range(done + 1, sch.num_intervals + 1):
       t0 = time.time()
+      interval_steps = (trainer.env_steps_after(evaluation)
+                        - trainer.env_steps_after(evaluation - 1))
       bar.start_interval(interval_steps,
                          f"evaluation {evaluation}/{sch.num_intervals}")
       ts, metrics = trainer.run_interval(ts)

@@ -145,6 +145,14 @@ class Trainer:
   def env_steps_per_interval(self) -> int:
     return self.schedule.interval_vector_steps * self.config.num_envs
 
+  def env_steps_after(self, evaluations: int) -> int:
+    """Env steps per seed done after `evaluations` intervals (the first one prefills)."""
+    sch = self.schedule
+    if evaluations <= 0:
+      return 0
+    return (sch.prefill_vector_steps + evaluations * sch.interval_vector_steps) * (
+        self.config.num_envs)
+
   @property
   def total_env_steps(self) -> int:
     """Env steps per seed of the whole run (prefill and whole intervals included)."""
