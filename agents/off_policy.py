@@ -79,6 +79,16 @@ def _where(flag: jax.Array, a: Any, b: Any) -> Any:
   return jax.tree.map(lambda x, y: jnp.where(flag, x, y), a, b)
 
 
+def _insert_unless(replay: replay_lib.ReplayState, row: Any,
+                   skip: jax.Array) -> replay_lib.ReplayState:
+  """`replay_lib.insert(replay, row)`, or `replay` unchanged where `skip` (O(row), not O(buffer))."""
+  old = jax.tree.map(lambda buf: jax.lax.dynamic_index_in_dim(buf, replay.position, 0, False),
+                     replay.data)
+  new = replay_lib.insert(replay, _where(skip, old, row))
+  return new.replace(position=jnp.where(skip, replay.position, new.position),
+                     size=jnp.where(skip, replay.size, new.size))
+
+
 def _first(tree: Any, n: int) -> Any:
   """The first `n` envs of a batched env state (or any pytree batched on axis 0)."""
   return jax.tree.map(lambda x: x[:n], tree)
@@ -150,8 +160,14 @@ class Loop:
     prefill = jnp.where(acting.any_seed(ts.env_steps == 0), sch.prefill_vector_steps, 0)
     collect = prefill + sch.interval_vector_steps
     in_loop = self.evaluates_in_loop
-    k_reset, k_eval = jax.random.split(k_eval)
-    eval_env = acting.batch_reset(env, jax.random.split(k_reset, slots)) if in_loop else None
+    # acting.evaluate's keys: with slots == 2 · num_eval_envs the evaluation in
+    # the loop is acting.evaluate's (tests/agents/test_training.py).
+    k_reset, k_act_eval = jax.random.split(k_eval)
+    eval_env = eval_keys = None
+    if in_loop:
+      resets = jax.random.split(k_reset, 2 * num_eval)
+      eval_env = acting.batch_reset(env, resets[jnp.arange(slots) % (2 * num_eval)])
+      eval_keys = jax.random.split(k_act_eval, env.spec.episode_length)
     deterministic = jnp.arange(slots) < num_eval
     zero_extras = self._extras(ts.agent, _first(ts.env_state, n).obs)
     sums = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(
@@ -172,27 +188,30 @@ class Loop:
       t, agent_state, sums, replay, train_env, eval_env, scores = carry
       is_prefill, is_eval = t < prefill, t >= collect  # is_eval: only when in_loop
       k_act, k_random, k_learn = jax.random.split(jax.random.fold_in(k_steps, t), 3)
-      states = train_env if not in_loop else _where(is_eval, eval_env, train_env)
+      states = train_env
+      if in_loop:
+        states = _where(is_eval, eval_env, train_env)
+        k_act = jnp.where(is_eval, eval_keys[jnp.clip(t - collect, 0, len(eval_keys) - 1)],
+                          k_act)
       action, extras = agent.act(agent.policy_params(agent_state), states.obs, k_act,
                                  is_eval & deterministic)
       action = jnp.where(is_prefill, base.random_actions(env.spec, k_random, slots), action)
       next_state = env.batch_step(states, action)
 
-      def train_side(agent_state, sums, replay):
-        row = acting.transition(_first(states, n), action[:n],
-                                _where(is_prefill, zero_extras, _first(extras, n)),
-                                _first(next_state, n))
-        replay = replay_lib.insert(replay, row)
-        agent_state = agent.observe(agent_state, states.obs[:n])
-        agent_state, metrics = self._learn(agent_state, replay, k_learn,
-                                           jnp.logical_not(is_prefill))
-        return agent_state, jax.tree.map(jnp.add, sums, metrics), replay
-
+      # No `lax.cond` around the buffer: a branch that passes it through makes XLA
+      # copy it at every step (intervals ~1.5x slower); the insert is masked
+      # instead, at the cost of one row.
+      row = acting.transition(_first(states, n), action[:n],
+                              _where(is_prefill, zero_extras, _first(extras, n)),
+                              _first(next_state, n))
+      replay = _insert_unless(replay, row, is_eval)
+      observed = agent.observe(agent_state, states.obs[:n])
+      agent_state = observed if not in_loop else _where(is_eval, agent_state, observed)
+      agent_state, metrics = self._learn(agent_state, replay, k_learn,
+                                         jnp.logical_not(is_prefill | is_eval))
+      sums = jax.tree.map(jnp.add, sums, metrics)
       if not in_loop:
-        agent_state, sums, replay = train_side(agent_state, sums, replay)
         return t + 1, agent_state, sums, replay, next_state, eval_env, scores
-      agent_state, sums, replay = jax.lax.cond(
-          is_eval, lambda *c: c, train_side, agent_state, sums, replay)
       ret, length, ended = scores
       alive = jnp.where(is_eval, 1.0 - ended, 0.0)
       scores = (ret + alive * next_state.reward, length + alive,

@@ -218,3 +218,39 @@ def test_compiler_options_reach_the_programs_and_unknown_ones_are_left_out(tiny)
   with pytest.raises(Exception, match="xla_cpu_no_such_option"):
     bogus.init.lower(bogus.seed_keys()).compile()
   assert training.Trainer(cfg, AGENT_CFG, "sac", compiler_options={}).compiler_options == {}
+
+
+@pytest.mark.parametrize("num_eval_envs,in_loop", [(2, True), (1, True), (8, False)])
+def test_first_interval_prefills_and_the_loop_evaluates_as_acting_evaluate(num_eval_envs,
+                                                                           in_loop):
+  # One env step per run (off_policy's module doc): init steps no env, the first
+  # interval prefills, and the evaluation in the loop is `acting.evaluate`'s (its
+  # keys) when the loop's slots are exactly the 2 · num_eval_envs eval envs. With
+  # 16 eval envs for 4 train envs the interval evaluates after its loop instead.
+  cfg = training.TrainConfig(env="pendulum", num_seeds=2, total_steps=32 + 3 * 32, num_envs=4,
+                             batch_size=16, grad_updates_per_step=2, prefill_steps=32,
+                             eval_every=32, episode_length=20, num_eval_envs=num_eval_envs)
+  trainer = training.Trainer(cfg, AGENT_CFG, "sac")
+  assert trainer.loop.evaluates_in_loop == in_loop
+  assert trainer.loop.slots == 4  # max(num_envs, 2 · num_eval_envs) in the loop
+  ts = trainer.init(trainer.seed_keys())
+  assert list(jax.device_get(ts.env_steps)) == [0, 0]
+  assert list(jax.device_get(ts.replay.size)) == [0, 0]
+  assert trainer.env_steps_after(0) == 0 and trainer.env_steps_after(2) == 32 + 2 * 32
+  for evaluation in (1, 2):
+    k_eval = np.stack([np.asarray(jax.random.split(k, 3)[2]) for k in jax.device_get(ts.key)])
+    ts, metrics = trainer.run_interval(ts)
+    metrics = jax.device_get(metrics)
+    steps = trainer.env_steps_after(evaluation)
+    assert list(jax.device_get(ts.env_steps)) == [steps] * 2
+    assert list(jax.device_get(ts.replay.size)) == [steps // 4] * 2  # rows of 4 envs
+    # Updates only after the prefill: 8 vector steps × 2 per interval.
+    assert list(jax.device_get(ts.agent.steps)) == [evaluation * 8 * 2] * 2
+    for k, v in metrics.items():
+      assert np.all(np.isfinite(v)), k  # at the tests' LLVM O0 too (acting.any_seed)
+    expected = jax.device_get(trainer.evaluate(
+        ts.agent, jax.device_put(k_eval, trainer.sharding)))
+    if num_eval_envs != 1:  # slots == 2 · num_eval_envs (or evaluated after the loop)
+      for k in training.EVAL_KEYS:
+        np.testing.assert_allclose(metrics[k], expected[k], rtol=1e-4, err_msg=k)
+    np.testing.assert_array_equal(metrics["eval_length"], 20)
