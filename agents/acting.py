@@ -76,7 +76,7 @@ def any_seed(flag: jax.Array) -> jax.Array:
   The loops bound their `while_loop`s with it. A bound that differs per seed
   makes `vmap` turn the loop into one with a batched predicate: every body runs
   for every seed under a select, and XLA:CPU then gave NaN update metrics at
-  LLVM O0 (benchmarks/results/time_to_solve.md, sessions 13-14). With one
+  LLVM O0 (benchmarks/results/time_to_solve.md, "one env step per run"). With one
   unbatched bound per program the loops stay plain loops; the loops make the
   steps a seed runs past its own bound leave it unchanged, so each seed's
   results are those of its own run.
