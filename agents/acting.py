@@ -213,13 +213,28 @@ def evaluate(env: Any, agent: base.Agent, agent_state: Any, key: jax.Array,
     action, extras = act(agent, params, states.obs, keys[t], deterministic, agent_carry)
     states = env.batch_step(states, action)
     agent_carry = next_carry(agent, extras, states.done)
-    alive = 1.0 - finished
-    return (t + 1, states, agent_carry, ret + alive * states.reward, length + alive,
-            jnp.maximum(finished, states.done))
+    return (t + 1, states, agent_carry) + score(states, (ret, length, finished))
 
   _, _, _, ret, length, _ = jax.lax.while_loop(
       unfinished, body, (jnp.zeros((), jnp.int32), states, agent_carry, zeros, zeros, zeros))
+  return eval_metrics(ret, length, num_envs)
+
+
+def score(states: Any, scores: Tuple[jax.Array, jax.Array, jax.Array]
+          ) -> Tuple[jax.Array, jax.Array, jax.Array]:
+  """`evaluate`'s per-env (return, length, ended) of the first episode after one more step.
+
+  `states` are the envs after the step; an env that has ended adds nothing.
+  """
+  ret, length, ended = scores
+  alive = 1.0 - ended
+  return ret + alive * states.reward, length + alive, jnp.maximum(ended, states.done)
+
+
+def eval_metrics(ret: jax.Array, length: jax.Array, num_envs: int) -> Dict[str, jax.Array]:
+  """`evaluate`'s metrics from per-env first-episode returns and lengths: the first
+  `num_envs` envs acted deterministically, the next `num_envs` sampled."""
   n = num_envs
   return dict(eval_return=jnp.mean(ret[:n]), eval_length=jnp.mean(length[:n]),
-              eval_return_stochastic=jnp.mean(ret[n:]),
-              eval_length_stochastic=jnp.mean(length[n:]))
+              eval_return_stochastic=jnp.mean(ret[n:2 * n]),
+              eval_length_stochastic=jnp.mean(length[n:2 * n]))

@@ -133,23 +133,15 @@ class Loop:
     return TrainState(agent=agent_state, replay=replay, env_state=env_state, key=k_loop,
                       env_steps=jnp.zeros((), jnp.int32), evaluations=jnp.zeros((), jnp.int32))
 
-  def _learn(self, agent_state, replay, key, learns):
-    """`grad_updates_per_step` updates where `learns` (a bound of the loop), else none."""
-    agent = self.agent
+  def _updates(self, agent_state, replay, key):
+    """`grad_updates_per_step` updates; the metrics are their means."""
+    def grad_step(agent_state, k):
+      k_sample, k_update = jax.random.split(k)
+      return self.agent.update(agent_state, self._sample(replay, k_sample), k_update)
 
-    def updates(agent_state):
-      def grad_step(agent_state, k):
-        k_sample, k_update = jax.random.split(k)
-        return agent.update(agent_state, self._sample(replay, k_sample), k_update)
-
-      agent_state, metrics = jax.lax.scan(
-          grad_step, agent_state, jax.random.split(key, self.config.grad_updates_per_step))
-      return agent_state, jax.tree.map(jnp.mean, metrics)
-
-    shapes = jax.eval_shape(updates, agent_state)[1]
-    return jax.lax.cond(learns, updates,
-                        lambda st: (st, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype),
-                                                     shapes)), agent_state)
+    agent_state, metrics = jax.lax.scan(
+        grad_step, agent_state, jax.random.split(key, self.config.grad_updates_per_step))
+    return agent_state, jax.tree.map(jnp.mean, metrics)
 
   def interval(self, ts: TrainState) -> Tuple[TrainState, Dict[str, jax.Array]]:
     """One evaluation interval for one seed: (prefill +) collect + learn, then evaluate."""
@@ -170,8 +162,9 @@ class Loop:
       eval_keys = jax.random.split(k_act_eval, env.spec.episode_length)
     deterministic = jnp.arange(slots) < num_eval
     zero_extras = self._extras(ts.agent, _first(ts.env_state, n).obs)
-    sums = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(
-        lambda st, k: self._learn(st, ts.replay, k, True)[1], ts.agent, k_steps))
+    # The metrics of a vector step without updates, and the start of their sums.
+    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(
+        self._updates, ts.agent, ts.replay, k_steps)[1])
     # Per slot: return and length of its first eval episode, and whether it has
     # ended (slots past the 2 · num_eval_envs eval envs count as ended).
     scores = (jnp.zeros((slots,)), jnp.zeros((slots,)),
@@ -207,27 +200,24 @@ class Loop:
       replay = _insert_unless(replay, row, is_eval)
       observed = agent.observe(agent_state, states.obs[:n])
       agent_state = observed if not in_loop else _where(is_eval, agent_state, observed)
-      agent_state, metrics = self._learn(agent_state, replay, k_learn,
-                                         jnp.logical_not(is_prefill | is_eval))
+      # The same flag for every seed (acting.any_seed), so a branch, not a select.
+      agent_state, metrics = jax.lax.cond(
+          is_prefill | is_eval, lambda st: (st, zeros),
+          lambda st: self._updates(st, replay, k_learn), agent_state)
       sums = jax.tree.map(jnp.add, sums, metrics)
       if not in_loop:
         return t + 1, agent_state, sums, replay, next_state, eval_env, scores
-      ret, length, ended = scores
-      alive = jnp.where(is_eval, 1.0 - ended, 0.0)
-      scores = (ret + alive * next_state.reward, length + alive,
-                jnp.where(is_eval, jnp.maximum(ended, next_state.done), ended))
+      scores = _where(is_eval, acting.score(next_state, scores), scores)
       return (t + 1, agent_state, sums, replay, _where(is_eval, train_env, next_state),
               _where(is_eval, next_state, eval_env), scores)
 
     _, agent_state, sums, replay, env_state, _, (ret, length, _) = jax.lax.while_loop(
-        going, body, (jnp.zeros((), jnp.int32), ts.agent, sums, ts.replay, ts.env_state,
+        going, body, (jnp.zeros((), jnp.int32), ts.agent, zeros, ts.replay, ts.env_state,
                       eval_env, scores))
     metrics = jax.tree.map(lambda s: s / sch.interval_vector_steps, sums)
     metrics["train_return"] = acting.train_return(_first(env_state, n))
     if in_loop:
-      metrics.update(eval_return=jnp.mean(ret[:num_eval]), eval_length=jnp.mean(length[:num_eval]),
-                     eval_return_stochastic=jnp.mean(ret[num_eval:2 * num_eval]),
-                     eval_length_stochastic=jnp.mean(length[num_eval:2 * num_eval]))
+      metrics.update(acting.eval_metrics(ret, length, num_eval))
     else:
       metrics.update(acting.evaluate(env, agent, agent_state, k_eval, num_eval))
     ts = ts.replace(agent=agent_state, replay=replay, env_state=env_state, key=key,
