@@ -203,10 +203,12 @@ def evaluate(env: Any, agent: base.Agent, agent_state: Any, key: jax.Array,
   # A while loop, not a scan over the whole episode length: it stops once every
   # env has finished its first episode, so the evaluations of policies that
   # still fail early cost a few steps instead of `episode_length`. Results are
-  # those of the full-length scan (finished envs add nothing; same keys).
+  # those of the full-length scan (finished envs add nothing; same keys). The
+  # bound is the same for every seed (`any_seed`): a seed whose envs have all
+  # finished steps on unchanged until the last seed's have.
   def unfinished(carry):
     t, finished = carry[0], carry[-1]
-    return (t < env.spec.episode_length) & jnp.logical_not(jnp.all(finished > 0))
+    return any_seed((t < env.spec.episode_length) & jnp.logical_not(jnp.all(finished > 0)))
 
   def body(carry):
     t, states, agent_carry, ret, length, finished = carry

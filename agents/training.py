@@ -99,6 +99,17 @@ def default_devices(config: TrainConfig) -> list:
   return [d for p in sorted(by_process) for d in by_process[p][:k]]
 
 
+def env_steps_after(schedule: Any, num_envs: int, evaluations: int) -> int:
+  """Env steps per seed done after `evaluations` intervals of a loop's `schedule`.
+
+  The first interval also holds the prefill (`schedule.prefill_vector_steps`, 0 on-policy).
+  """
+  if evaluations <= 0:
+    return 0
+  return (schedule.prefill_vector_steps + evaluations * schedule.interval_vector_steps) * (
+      num_envs)
+
+
 class Trainer:
   """Compiled programs of a run (init, one interval + evaluation, evaluation).
 
@@ -147,11 +158,7 @@ class Trainer:
 
   def env_steps_after(self, evaluations: int) -> int:
     """Env steps per seed done after `evaluations` intervals (the first one prefills)."""
-    sch = self.schedule
-    if evaluations <= 0:
-      return 0
-    return (sch.prefill_vector_steps + evaluations * sch.interval_vector_steps) * (
-        self.config.num_envs)
+    return env_steps_after(self.schedule, self.config.num_envs, evaluations)
 
   @property
   def total_env_steps(self) -> int:

@@ -100,7 +100,6 @@ def run(label, name, loop_kw, agent_kw, task, seeds, cache_dir):
       return json.load(f)
   env = make_env(cfg)
   trainer = training.Trainer(cfg, agent_cfg, name, env=env)
-  prefill = trainer.schedule.prefill_vector_steps * cfg.num_envs
   t0, c0 = time.time(), time.process_time()
   if os.path.exists(path + ".partial.pkl"):
     with open(path + ".partial.pkl", "rb") as f:
@@ -122,7 +121,7 @@ def run(label, name, loop_kw, agent_kw, task, seeds, cache_dir):
     walls.append(w_spent + time.time() - t0)
     cpus.append(c_spent + time.process_time() - c0)
     rows.append({k: np.asarray(v, np.float64).tolist() for k, v in metrics.items()})
-    step = prefill + (i + 1) * trainer.env_steps_per_interval
+    step = trainer.env_steps_after(i + 1)
     extra = "  ".join(f"{k} {np.mean(metrics[k]):.3g}" for k in
                       ("window_objective", "policy_std", "nonfinite_skips", "alpha")
                       if k in metrics)
@@ -133,7 +132,7 @@ def run(label, name, loop_kw, agent_kw, task, seeds, cache_dir):
       pickle.dump(dict(settings=settings, rows=rows, walls=walls, cpus=cpus, initial=initial,
                        w_spent=walls[-1], c_spent=cpus[-1], state=jax.device_get(ts)), f)
     os.replace(tmp, path + ".partial.pkl")
-  steps = [prefill + (i + 1) * trainer.env_steps_per_interval for i in range(len(rows))]
+  steps = [trainer.env_steps_after(i + 1) for i in range(len(rows))]
   result = dict(settings, steps=steps, wall_s=walls, cpu_s=cpus, initial=initial,
                 curves={k: [r[k] for r in rows] for k in rows[0]})
   with open(path + ".json", "w") as f:

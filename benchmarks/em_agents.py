@@ -97,9 +97,9 @@ def _settings_key(settings: dict) -> str:
   return hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
 
 
-def _result(settings: dict, rows: list, walls: list, prefill: int, per_interval: int,
-            partial: bool) -> dict:
-  steps = [prefill + (i + 1) * per_interval for i in range(len(rows))]
+def _result(settings: dict, rows: list, walls: list, steps_after, partial: bool) -> dict:
+  """`steps_after(k)`: env steps per seed after k intervals (`training.env_steps_after`)."""
+  steps = [steps_after(i + 1) for i in range(len(rows))]
   curves = {k: [r[k] for r in rows] for k in rows[0]}  # [I][S]
   return dict(settings, steps=steps, wall_s=walls[-1], first_interval_s=walls[0],
               curves=curves, partial=partial)
@@ -135,10 +135,8 @@ def run(name: str, train_kw: dict, agent_kw: dict, seeds: int, cache_dir: str = 
       partial = pickle.load(f)
     sch = off_policy.schedule(cfg)  # every agent here learns from one-step transitions
     return _result(settings, partial["rows"], partial["walls"],
-                   sch.prefill_vector_steps * cfg.num_envs,
-                   sch.interval_vector_steps * cfg.num_envs, True)
+                   lambda k: training.env_steps_after(sch, cfg.num_envs, k), True)
   trainer = training.Trainer(cfg, agent_cfg, name)
-  prefill = trainer.schedule.prefill_vector_steps * cfg.num_envs
   rows, walls, t_spent = [], [], 0.0
   t0 = time.time()
   if base_path and os.path.exists(base_path + ".partial.pkl"):
@@ -155,7 +153,7 @@ def run(name: str, train_kw: dict, agent_kw: dict, seeds: int, cache_dir: str = 
     metrics = training.to_host(metrics)
     walls.append(t_spent + time.time() - t0)
     rows.append({k: np.asarray(v, np.float64).tolist() for k, v in metrics.items()})
-    step = prefill + (i + 1) * trainer.env_steps_per_interval
+    step = trainer.env_steps_after(i + 1)
     shown = "  ".join(f"{k} {np.mean(metrics[k]):.3g}" for k in _SHOWN if k in metrics)
     print(f"  {name} step {step:>7,}  eval {np.round(metrics['eval_return'], 1)}  "
           f"[{shown}]  {walls[-1]:.0f} s", flush=True)
@@ -165,7 +163,7 @@ def run(name: str, train_kw: dict, agent_kw: dict, seeds: int, cache_dir: str = 
         pickle.dump(dict(settings=settings, rows=rows, walls=walls,
                          state=jax.device_get(ts)), f)
       os.replace(tmp, base_path + ".partial.pkl")
-  result = _result(settings, rows, walls, prefill, trainer.env_steps_per_interval, False)
+  result = _result(settings, rows, walls, trainer.env_steps_after, False)
   if base_path:
     with open(base_path + ".json", "w") as f:
       json.dump(result, f)

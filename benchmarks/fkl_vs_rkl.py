@@ -68,6 +68,9 @@ TASKS = {
     # And on walker2d (the 2 × 2 grid; run in session 13 on a faster VM, see the results md).
     "walker2d": dict(train=dict(_LOOP, env="walker2d", total_steps=30_000, eval_every=2_500),
                      small_replay=5_000),
+    # And on ant (the 2 × 2 grid; run in session 15 on the AMD EPYC VM, see the results md).
+    "ant": dict(train=dict(_LOOP, env="ant", total_steps=30_000, eval_every=2_500),
+                small_replay=5_000),
 }
 QUICK = dict(train=dict(env="pendulum", backend=None, total_steps=768, num_envs=8,
                         batch_size=32, grad_updates_per_step=2, prefill_steps=128,

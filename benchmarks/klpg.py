@@ -89,10 +89,10 @@ def run(train_kw: dict, agent_kw: dict, seeds: int, cache: str = None) -> dict:
     metrics = training.to_host(metrics)
     walls.append(time.time() - t0)
     rows.append({k: np.asarray(v, np.float64).tolist() for k, v in metrics.items()})
-    print(f"  step {(i + 1) * trainer.env_steps_per_interval:>9,}  eval "
+    print(f"  step {trainer.env_steps_after(i + 1):>9,}  eval "
           f"{np.round(metrics['eval_return'], 1)}  kl {np.round(metrics['kl'], 3)}  "
           f"{walls[-1]:.0f} s", flush=True)
-  steps = [(i + 1) * trainer.env_steps_per_interval for i in range(len(rows))]
+  steps = [trainer.env_steps_after(i + 1) for i in range(len(rows))]
   curves = {k: np.array([r[k] for r in rows]) for k in rows[0]}  # [I, S]
   result = dict(settings, steps=steps, wall_s=walls[-1], first_interval_s=walls[0],
                 curves={k: v.tolist() for k, v in curves.items()})

@@ -130,14 +130,11 @@ def cached(name, train_kw, agent_kw, seeds, cache_dir=CACHE, tag=""):
   else:
     return None
   trainer = training.Trainer(cfg, agent_cfg, name)
-  trainer_schedule = trainer.schedule
-  prefill = trainer_schedule.prefill_vector_steps * cfg.num_envs
-  per_interval = trainer.env_steps_per_interval
   rows, walls = partial["rows"], partial["walls"]
-  return dict(settings, steps=[prefill + (i + 1) * per_interval for i in range(len(rows))],
+  return dict(settings, steps=[trainer.env_steps_after(i + 1) for i in range(len(rows))],
               wall_s=walls[-1], first_interval_s=walls[0],
               curves={k: [r[k] for r in rows] for k in rows[0]}, path=path,
-              unfinished=trainer_schedule.num_intervals)
+              unfinished=trainer.schedule.num_intervals)
 
 
 def run(name, train_kw, agent_kw, seeds, cache_dir=CACHE, tag=""):
@@ -156,7 +153,6 @@ def run(name, train_kw, agent_kw, seeds, cache_dir=CACHE, tag=""):
       print(f"  reusing {path}.json", flush=True)
       return cached
   trainer = training.Trainer(cfg, agent_cfg, name)
-  prefill = trainer.schedule.prefill_vector_steps * cfg.num_envs
   rows, walls, t_spent = [], [], 0.0
   t0 = time.time()
   if os.path.exists(path + ".partial.pkl"):
@@ -174,7 +170,7 @@ def run(name, train_kw, agent_kw, seeds, cache_dir=CACHE, tag=""):
     metrics = training.to_host(metrics)
     walls.append(t_spent + time.time() - t0)
     rows.append({k: np.asarray(v, np.float64).tolist() for k, v in metrics.items()})
-    step = prefill + (i + 1) * trainer.env_steps_per_interval
+    step = trainer.env_steps_after(i + 1)
     extra = "  ".join(f"{k} {np.mean(metrics[k]):.3g}" for k in
                       ("switch_rate", "reverse_log_prob", "info_reward", "option_entropy", "kl", "alpha")
                       if k in metrics)
@@ -184,7 +180,7 @@ def run(name, train_kw, agent_kw, seeds, cache_dir=CACHE, tag=""):
     with open(tmp, "wb") as f:
       pickle.dump(dict(settings=settings, rows=rows, walls=walls, state=jax.device_get(ts)), f)
     os.replace(tmp, path + ".partial.pkl")
-  steps = [prefill + (i + 1) * trainer.env_steps_per_interval for i in range(len(rows))]
+  steps = [trainer.env_steps_after(i + 1) for i in range(len(rows))]
   curves = {k: [r[k] for r in rows] for k in rows[0]}
   result = dict(settings, steps=steps, wall_s=walls[-1], first_interval_s=walls[0],
                 curves=curves, path=path)
