@@ -5,6 +5,7 @@ Every loop collects experience through `env_step` and evaluates through
 for every agent.
 """
 
+import weakref
 from typing import Any, Callable, Dict, Tuple
 
 import jax
@@ -90,6 +91,40 @@ def _any_seed_rule(axis_size, in_batched, flag):
   return (jnp.any(flag) if in_batched[0] else flag), False
 
 
+#: env -> its one-env (step, reset), each traced once per argument signature.
+_ONE_ENV_TRACED: "weakref.WeakKeyDictionary[Any, Tuple[Callable, Callable]]" = (
+    weakref.WeakKeyDictionary())
+
+
+def _one_env_traced_once(env: Any) -> Tuple[Callable[..., Any], Callable[..., Any]]:
+  """`env.step` and `env.reset` of one env, traced once per process and reused.
+
+  `_fold_outer_vmap` calls a batched function at two batch sizes (per seed when
+  the seed `vmap` first traces it, seeds × envs in its rule), and the init,
+  interval and evaluation programs each call it again: keyed on the batched
+  shapes, `_trace_once` ran the env's Python once per size and program. Inside
+  `jax.vmap` the avals are one env's, so one trace of the one-env function
+  serves every batch size and every program of the process (the same env object).
+  """
+  try:
+    return _ONE_ENV_TRACED[env]
+  except KeyError:
+    pass
+  except TypeError:  # not weakly referenceable: trace per SeedFoldedEnv
+    return _trace_once(env.step), _trace_once(env.reset)
+  traced = (_trace_once(env.step), _trace_once(env.reset))
+  _ONE_ENV_TRACED[env] = traced
+  return traced
+
+
+def _steps_as_vmapped_step(env: Any) -> bool:
+  """Whether `env.batch_step` is exactly `jax.vmap(env.step)` (`core.Environment`'s with
+  cached resets; with fresh resets it resets only the ended envs, in its own loop)."""
+  from rlax_inf.envs import core  # pylint: disable=g-import-not-at-top
+  return (isinstance(env, core.Environment) and not env.fresh_resets
+          and type(env).batch_step is core.Environment.batch_step)
+
+
 class SeedFoldedEnv:
   """An env whose batched step and reset fold an outer seed `vmap` into the env batch.
 
@@ -100,8 +135,12 @@ class SeedFoldedEnv:
 
   def __init__(self, env: Any):
     self.wrapped = env
-    self.batch_step = _fold_outer_vmap(lambda state, action: env.batch_step(state, action))
-    self.batch_reset = _fold_outer_vmap(jax.vmap(env.reset))
+    step, reset = _one_env_traced_once(env)
+    if _steps_as_vmapped_step(env):
+      self.batch_step = _fold_outer_vmap(jax.vmap(step))
+    else:
+      self.batch_step = _fold_outer_vmap(lambda state, action: env.batch_step(state, action))
+    self.batch_reset = _fold_outer_vmap(jax.vmap(reset))
 
   def __getattr__(self, name: str) -> Any:
     return getattr(self.wrapped, name)

@@ -183,6 +183,44 @@ def test_seed_folded_env_traces_the_env_once_per_shape():
   np.testing.assert_array_equal(got, run(env, lambda e, k: jax.vmap(e.reset)(k)))
 
 
+def test_seed_folded_env_runs_one_env_python_once_for_every_size_and_program():
+  # With cached resets `batch_step` is `jax.vmap(step)`: the one-env `step` and
+  # `reset` are traced once and replayed at every batch size (per seed, and seeds ×
+  # envs in the fold's rule), in every program, for every wrapper of the same env.
+  import copy  # pylint: disable=g-import-not-at-top
+  from rlax_inf import envs  # pylint: disable=g-import-not-at-top
+  from rlax_inf.agents import acting  # pylint: disable=g-import-not-at-top
+  plain = envs.make("cartpole", episode_length=30, fresh_resets=False)
+  calls = []
+
+  class Counting(type(plain)):
+    def step(self, state, action):
+      calls.append("step")
+      return super().step(state, action)
+
+    def reset(self, key):
+      calls.append("reset")
+      return super().reset(key)
+
+  env = copy.copy(plain)
+  env.__class__ = Counting
+  keys = jax.random.split(jax.random.PRNGKey(0), 3 * 5).reshape(3, 5, 2)
+
+  def run(e, reset, size):
+    def seed(k):
+      s = reset(e, k[:size])
+      s, _ = jax.lax.scan(lambda s, t: (e.batch_step(s, (jax.numpy.arange(size) + t) % 2),
+                                        None), s, np.arange(7))
+      return s.obs
+    return jax.jit(jax.vmap(seed))(keys)
+
+  for size in (5, 4):  # two programs, two wrappers, two batch sizes
+    got = run(acting.SeedFoldedEnv(env), acting.batch_reset, size)
+    want = run(plain, lambda e, k: jax.vmap(e.reset)(k), size)
+    np.testing.assert_array_equal(got, want)
+  assert sorted(calls) == ["reset", "step"], calls
+
+
 def test_trace_once_falls_back_when_the_function_closes_over_a_tracer():
   from rlax_inf.agents import acting  # pylint: disable=g-import-not-at-top
 
