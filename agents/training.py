@@ -15,6 +15,7 @@ vmapped run equals a single run with `seed = config.seed + i`.
 
 import functools
 import inspect
+import os
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 import jax
@@ -36,30 +37,42 @@ _LOOPS = {base.OFF_POLICY: off_policy.Loop, base.ON_POLICY: on_policy.Loop,
           base.DIFFERENTIABLE: differentiable.Loop}
 
 #: XLA options the Trainer compiles with (`TrainConfig.fast_compile`, on by default)
-#: where the installed XLA knows them. XLA:CPU's older (non-MLIR) fusion emitters
-#: compile a Brax SAC run's programs in 0.6-0.7x the time; env rollouts run ±11%
-#: and a 64x64 SAC update 10-25% slower (benchmarks/results/compile_profile_*.md).
-#: Other backends ignore an `xla_cpu_` option.
-FAST_COMPILE_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
+#: where the installed XLA knows them and the run is on a CPU
+#: (benchmarks/results/compile_profile_*.md, time_to_solve.md):
+#: - XLA:CPU's older (non-MLIR) fusion emitters compile a Brax SAC run's programs in
+#:   0.6-0.7x the time; env rollouts run ±11% and a 64x64 SAC update 10-25% slower.
+#: - LLVM's optimisation level 1 instead of 3 cuts what is left by a further ~0.6-0.7x,
+#:   with intervals as fast (matmuls are library calls, not LLVM-generated loops).
+#: An option also set in `XLA_FLAGS` is left to it (the test suite compiles at level 0).
+FAST_COMPILE_OPTIONS = {"xla_cpu_use_fusion_emitters": False,
+                        "xla_backend_optimization_level": 1}
 
 
 @functools.lru_cache(maxsize=None)
 def _accepted(backend: str, name: str, value: Any) -> bool:
   """Whether this jaxlib's XLA for `backend` takes the compile option (unknown: an error)."""
-  del backend  # the cache key: the probe compiles for the default backend
   if "compiler_options" not in inspect.signature(jax.jit).parameters:  # older jax
     return False
   try:
-    jax.jit(lambda x: x + 1, compiler_options={name: value}).lower(np.float32(0)).compile()
+    x = jax.device_put(np.float32(0), jax.devices(backend)[0])
+    jax.jit(lambda x: x + 1, compiler_options={name: value}).lower(x).compile()
   except Exception:  # pylint: disable=broad-except  # XLA's "No such compile option"
     return False
   return True
 
 
-def default_compiler_options() -> Dict[str, Any]:
-  """`FAST_COMPILE_OPTIONS` less those the installed XLA does not know."""
+def default_compiler_options(platform: Optional[str] = None) -> Dict[str, Any]:
+  """`FAST_COMPILE_OPTIONS` for programs on `platform` (default: JAX's default backend).
+
+  {} off a CPU (the optimisation level is every backend's LLVM level); less the
+  options the installed XLA does not know and those `XLA_FLAGS` sets.
+  """
+  platform = jax.default_backend() if platform is None else platform
+  if platform != "cpu":
+    return {}
+  flags = os.environ.get("XLA_FLAGS", "")
   return {k: v for k, v in FAST_COMPILE_OPTIONS.items()
-          if _accepted(jax.default_backend(), k, v)}
+          if f"--{k}" not in flags and _accepted(platform, k, v)}
 
 
 def make_env(config: TrainConfig):
@@ -121,8 +134,8 @@ class Trainer:
     devices: devices to shard the seed axis over; by default
       `default_devices(config)`.
     compiler_options: XLA options for the run's programs; by default
-      `default_compiler_options()` if `config.fast_compile` (faster compiling on a
-      CPU), else {} (XLA's own).
+      `default_compiler_options(platform of devices)` if `config.fast_compile`
+      (faster compiling on a CPU), else {} (XLA's own).
 
   Raises:
     ValueError: unknown agent, an env the agent cannot serve (`base.UnsupportedEnv`),
@@ -133,9 +146,6 @@ class Trainer:
                env: Any = None, devices: Optional[Sequence[Any]] = None,
                compiler_options: Optional[Dict[str, Any]] = None):
     self.config = config
-    if compiler_options is None:
-      compiler_options = default_compiler_options() if config.fast_compile else {}
-    self.compiler_options = dict(compiler_options)
     self.entry = registry.get(agent)
     self.agent_config = self.entry.config if agent_config is None else agent_config
     self.env = make_env(config) if env is None else env
@@ -143,6 +153,10 @@ class Trainer:
     self.loop = _LOOPS[self.agent.needs.loop](config, self.env, self.agent)
     self.schedule = self.loop.schedule
     devices = default_devices(config) if devices is None else list(devices)
+    if compiler_options is None:
+      compiler_options = (default_compiler_options(devices[0].platform)
+                          if config.fast_compile else {})
+    self.compiler_options = dict(compiler_options)
     if config.num_seeds % len(devices):
       raise ValueError(f"num_seeds={config.num_seeds} is not divisible by "
                        f"{len(devices)} devices")

@@ -1,13 +1,16 @@
 """benchmarks.compile_profile --quick: two fresh processes and the headline (no speed asserted)."""
 
+import json
+
 from benchmarks import compile_profile
+from rlax_inf.agents import training
 
 
 def test_quick_runs(capsys):
   assert compile_profile.main(["--quick"]) == 0
   out = capsys.readouterr().out
   assert "{}: {'trace_init_s'" in out
-  assert '{"xla_cpu_use_fusion_emitters": false}: {' in out
+  assert json.dumps(training.FAST_COMPILE_OPTIONS) + ": {" in out  # the Trainer's default
   assert out.strip().splitlines()[-1].startswith("Compile (init + interval) with ")
 
 

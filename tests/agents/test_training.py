@@ -245,6 +245,21 @@ def test_compiled_side_by_side_equals_compiled_at_first_call(two_seed_run, tiny)
       np.testing.assert_array_equal(v, want[k], err_msg=k)
 
 
+def test_default_compiler_options_leave_xla_flags_and_other_platforms_alone(monkeypatch):
+  monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
+  everything = training.default_compiler_options("cpu")
+  assert everything == {k: v for k, v in training.FAST_COMPILE_OPTIONS.items()
+                        if training._accepted("cpu", k, v)}  # pylint: disable=protected-access
+  assert everything.get("xla_backend_optimization_level") == 1
+  # An option set in XLA_FLAGS is XLA_FLAGS' (the suite's level 0 stays level 0).
+  monkeypatch.setenv("XLA_FLAGS", "--xla_backend_optimization_level=0")
+  got = training.default_compiler_options("cpu")
+  assert "xla_backend_optimization_level" not in got and got.items() <= everything.items()
+  # Off a CPU none apply (the level is every backend's LLVM level).
+  assert training.default_compiler_options("gpu") == {}
+  assert training.default_compiler_options("tpu") == {}
+
+
 def test_compiler_options_reach_the_programs_and_unknown_ones_are_left_out(tiny):
   assert set(training.default_compiler_options()) <= set(training.FAST_COMPILE_OPTIONS)
   # The probe answers False for an option this XLA does not know, instead of failing.
