@@ -47,7 +47,7 @@ RESULTS = os.path.join(os.path.dirname(__file__), "results")
 CACHE = "runs/bench_fkl_vs_rkl"
 # The machines the committed results ran on (the VM changed between sessions).
 MACHINE = ("2-core VM, CPU only: hopper and halfcheetah on an Intel Xeon @ 2.00GHz "
-           "(sessions 9-11), walker2d on an AMD EPYC (session 13)")
+           "(sessions 9-11), walker2d and ant on an AMD EPYC (sessions 13 and 15)")
 EMA = 0.9
 BAND = 0.25  # the bands are ± BAND × std over seeds
 MAIN_N = 16  # SAC-FKL's N in the divergence × buffer grid (the registry's default)
