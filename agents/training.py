@@ -38,14 +38,14 @@ _LOOPS = {base.OFF_POLICY: off_policy.Loop, base.ON_POLICY: on_policy.Loop,
 
 #: XLA options the Trainer compiles with (`TrainConfig.fast_compile`, on by default)
 #: where the installed XLA knows them and the run is on a CPU
-#: (benchmarks/results/compile_profile_*.md, time_to_solve.md):
-#: - XLA:CPU's older (non-MLIR) fusion emitters compile a Brax SAC run's programs in
-#:   0.6-0.7x the time; env rollouts run ±11% and a 64x64 SAC update 10-25% slower.
-#: - LLVM's optimisation level 1 instead of 3 cuts what is left by a further ~0.6-0.7x,
-#:   with intervals as fast (matmuls are library calls, not LLVM-generated loops).
-#: An option also set in `XLA_FLAGS` is left to it (the test suite compiles at level 0).
-FAST_COMPILE_OPTIONS = {"xla_cpu_use_fusion_emitters": False,
-                        "xla_backend_optimization_level": 1}
+#: (benchmarks/results/compile_profile_*.md): XLA:CPU's older (non-MLIR) fusion
+#: emitters compile a Brax SAC run's programs in 0.7-0.8x the time; env rollouts
+#: run ±11% and a 64x64 SAC update 10-25% slower. LLVM's optimisation level 1
+#: (`XLA_FLAGS=--xla_backend_optimization_level=1`) compiles in a further ~0.66x and
+#: is not a default: the main job's SAC-FKL ran 9% slower with it and ended with one
+#: seed unsolved (time_to_solve.md, "Session 15").
+#: An option also set in `XLA_FLAGS` is left to it.
+FAST_COMPILE_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
 
 
 @functools.lru_cache(maxsize=None)
@@ -64,8 +64,8 @@ def _accepted(backend: str, name: str, value: Any) -> bool:
 def default_compiler_options(platform: Optional[str] = None) -> Dict[str, Any]:
   """`FAST_COMPILE_OPTIONS` for programs on `platform` (default: JAX's default backend).
 
-  {} off a CPU (the optimisation level is every backend's LLVM level); less the
-  options the installed XLA does not know and those `XLA_FLAGS` sets.
+  {} off a CPU; less the options the installed XLA does not know and those
+  `XLA_FLAGS` sets.
   """
   platform = jax.default_backend() if platform is None else platform
   if platform != "cpu":

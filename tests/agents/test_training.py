@@ -250,12 +250,11 @@ def test_default_compiler_options_leave_xla_flags_and_other_platforms_alone(monk
   everything = training.default_compiler_options("cpu")
   assert everything == {k: v for k, v in training.FAST_COMPILE_OPTIONS.items()
                         if training._accepted("cpu", k, v)}  # pylint: disable=protected-access
-  assert everything.get("xla_backend_optimization_level") == 1
-  # An option set in XLA_FLAGS is XLA_FLAGS' (the suite's level 0 stays level 0).
-  monkeypatch.setenv("XLA_FLAGS", "--xla_backend_optimization_level=0")
-  got = training.default_compiler_options("cpu")
-  assert "xla_backend_optimization_level" not in got and got.items() <= everything.items()
-  # Off a CPU none apply (the level is every backend's LLVM level).
+  assert everything.get("xla_cpu_use_fusion_emitters") is False
+  # An option set in XLA_FLAGS is XLA_FLAGS' (whatever value it gives there).
+  monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_use_fusion_emitters=true")
+  assert "xla_cpu_use_fusion_emitters" not in training.default_compiler_options("cpu")
+  # Off a CPU none apply.
   assert training.default_compiler_options("gpu") == {}
   assert training.default_compiler_options("tpu") == {}
 
