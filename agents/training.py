@@ -177,9 +177,7 @@ class Trainer:
   @property
   def total_env_steps(self) -> int:
     """Env steps per seed of the whole run (prefill and whole intervals included)."""
-    sch = self.schedule
-    return (sch.prefill_vector_steps + sch.num_intervals * sch.interval_vector_steps) * (
-        self.config.num_envs)
+    return self.env_steps_after(self.schedule.num_intervals)
 
   def _evaluate_seed(self, agent_state, key) -> Dict[str, jax.Array]:
     return acting.evaluate(acting.SeedFoldedEnv(self.env), self.agent, agent_state, key,
