@@ -257,6 +257,32 @@ def test_default_compiler_options_leave_xla_flags_and_other_platforms_alone(monk
   # Off a CPU none apply.
   assert training.default_compiler_options("gpu") == {}
   assert training.default_compiler_options("tpu") == {}
+  assert training.default_compiler_options("gpu", run_once=True) == {}
+  # Run-once programs add RUN_ONCE_COMPILE_OPTIONS, and XLA_FLAGS still wins.
+  monkeypatch.setenv("XLA_FLAGS", "--xla_backend_optimization_level=3")
+  once = training.default_compiler_options("cpu", run_once=True)
+  assert "xla_backend_optimization_level" not in once
+  assert once.get("xla_cpu_use_fusion_emitters") is False
+
+
+def test_init_compiles_with_the_run_once_options_and_gives_the_same_state(tiny, monkeypatch):
+  level = training.RUN_ONCE_COMPILE_OPTIONS["xla_backend_optimization_level"]
+  if not training._accepted("cpu", "xla_backend_optimization_level", level):  # pylint: disable=protected-access
+    pytest.skip("this XLA does not take xla_backend_optimization_level")
+  # The suite sets a level in XLA_FLAGS (tests/conftest.py), which would win.
+  monkeypatch.setenv("XLA_FLAGS", "")
+  cfg = tiny.train_config(num_seeds=2, seed=0, total_steps=tiny.steps)
+  trainer = training.Trainer(cfg, AGENT_CFG, "sac")
+  assert trainer.init_compiler_options == dict(trainer.compiler_options,
+                                               **training.RUN_ONCE_COMPILE_OPTIONS)
+  assert "xla_backend_optimization_level" not in trainer.compiler_options
+  # An explicit `compiler_options` applies to every program: here LLVM's default level 3.
+  level3 = dict(trainer.compiler_options, xla_backend_optimization_level=3)
+  plain = training.Trainer(cfg, AGENT_CFG, "sac", env=trainer.env, compiler_options=level3)
+  assert plain.init_compiler_options == plain.compiler_options == level3
+  keys = trainer.seed_keys()
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(trainer.init(keys)),
+               jax.device_get(plain.init(keys)))
 
 
 def test_compiler_options_reach_the_programs_and_unknown_ones_are_left_out(tiny):
