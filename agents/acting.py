@@ -217,25 +217,33 @@ def train_return(env_state: Any) -> jax.Array:
       jnp.sum(finished), 1)
 
 
-#: Keys of `evaluate`'s metrics.
+#: Keys of `evaluate`'s metrics (the last two only with `stochastic`).
 EVAL_KEYS = ("eval_return", "eval_length", "eval_return_stochastic", "eval_length_stochastic")
 
 
+def eval_keys(stochastic: bool = True) -> Tuple[str, ...]:
+  """The keys of `evaluate(..., stochastic=stochastic)`'s metrics."""
+  return EVAL_KEYS if stochastic else EVAL_KEYS[:2]
+
+
 def evaluate(env: Any, agent: base.Agent, agent_state: Any, key: jax.Array,
-             num_envs: int) -> Dict[str, jax.Array]:
+             num_envs: int, stochastic: bool = True) -> Dict[str, jax.Array]:
   """First-episode return and length on `num_envs` fresh envs, deterministic and stochastic.
 
   Steps until every env has ended its first episode or `episode_length` steps.
 
   One batch of 2 × num_envs envs: the first half acts deterministically
-  (greedy / the mean action), the second samples from the policy.
+  (greedy / the mean action), the second samples from the policy. With
+  `stochastic=False`, only the `num_envs` deterministic ones (as
+  brax.training's evaluator): half the env steps, no `*_stochastic` metrics.
   """
+  total = (2 if stochastic else 1) * num_envs
   k_reset, k_act = jax.random.split(key)
-  states = batch_reset(env, jax.random.split(k_reset, 2 * num_envs))
-  deterministic = jnp.arange(2 * num_envs) < num_envs  # a [2n] mask (`base.select`)
+  states = batch_reset(env, jax.random.split(k_reset, total))
+  deterministic = jnp.arange(total) < num_envs  # a mask (`base.select`)
   params = agent.policy_params(agent_state)
-  zeros = jnp.zeros((2 * num_envs,), jnp.float32)
-  agent_carry = None if agent.initial_carry is None else agent.initial_carry(2 * num_envs)
+  zeros = jnp.zeros((total,), jnp.float32)
+  agent_carry = None if agent.initial_carry is None else agent.initial_carry(total)
 
   keys = jax.random.split(k_act, env.spec.episode_length)
 
@@ -258,7 +266,7 @@ def evaluate(env: Any, agent: base.Agent, agent_state: Any, key: jax.Array,
 
   _, _, _, ret, length, _ = jax.lax.while_loop(
       unfinished, body, (jnp.zeros((), jnp.int32), states, agent_carry, zeros, zeros, zeros))
-  return eval_metrics(ret, length, num_envs)
+  return eval_metrics(ret, length, num_envs, stochastic)
 
 
 def score(states: Any, scores: Tuple[jax.Array, jax.Array, jax.Array]
@@ -272,10 +280,13 @@ def score(states: Any, scores: Tuple[jax.Array, jax.Array, jax.Array]
   return ret + alive * states.reward, length + alive, jnp.maximum(ended, states.done)
 
 
-def eval_metrics(ret: jax.Array, length: jax.Array, num_envs: int) -> Dict[str, jax.Array]:
+def eval_metrics(ret: jax.Array, length: jax.Array, num_envs: int,
+                 stochastic: bool = True) -> Dict[str, jax.Array]:
   """`evaluate`'s metrics from per-env first-episode returns and lengths: the first
-  `num_envs` envs acted deterministically, the next `num_envs` sampled."""
+  `num_envs` envs acted deterministically, the next `num_envs` (with `stochastic`) sampled."""
   n = num_envs
-  return dict(eval_return=jnp.mean(ret[:n]), eval_length=jnp.mean(length[:n]),
-              eval_return_stochastic=jnp.mean(ret[n:2 * n]),
-              eval_length_stochastic=jnp.mean(length[n:2 * n]))
+  out = dict(eval_return=jnp.mean(ret[:n]), eval_length=jnp.mean(length[:n]))
+  if stochastic:
+    out.update(eval_return_stochastic=jnp.mean(ret[n:2 * n]),
+               eval_length_stochastic=jnp.mean(length[n:2 * n]))
+  return out

@@ -170,8 +170,10 @@ def _cmd_eval(args) -> int:
   print(f"{'seed':>4} {'step':>9} {'return (det)':>13} {'length':>7} "
         f"{'return (stoch)':>15} {'length':>7}")
   for r in rows:
+    stoch = (f"{r['eval_return_stochastic']:>15.1f} {r['eval_length_stochastic']:>7.0f}"
+             if "eval_return_stochastic" in r else f"{'-':>15} {'-':>7}")  # eval_stochastic=False
     print(f"{r['seed']:>4} {r['step']:>9,} {r['eval_return']:>13.1f} {r['eval_length']:>7.0f} "
-          f"{r['eval_return_stochastic']:>15.1f} {r['eval_length_stochastic']:>7.0f}")
+          f"{stoch}")
   return 0
 
 

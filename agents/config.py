@@ -40,6 +40,7 @@ class TrainConfig:
   num_epochs: int = 4
   eval_every: int = 5_000
   num_eval_envs: int = 16
+  eval_stochastic: bool = True  # False: score the deterministic policy only (brax.training's)
   episode_length: int = 1000
   action_repeat: int = 1
   fresh_resets: bool = True  # False: Brax's cached initial state per env (cheaper step)

@@ -13,15 +13,15 @@ step) and one evaluation interval, run again and again. The interval is one
     (`replay.sample_sequences`, T = `agent.needs.sequence_length`);
   evaluate: the same env step on fresh eval envs until each has ended its
     first episode (or `episode_length` steps), the first `num_eval_envs`
-    acting deterministically and the next `num_eval_envs` sampling
-    (`acting.evaluate`'s scores).
+    acting deterministically and, with `eval_stochastic`, the next
+    `num_eval_envs` sampling (`acting.evaluate`'s scores).
 
 brax.training runs the prefill and the evaluation as programs of their own,
 each with its own copy of the env step; XLA compiles every copy (the env step
 is most of a program's compile time on a CPU), so one copy makes the run's
 start-up shorter (benchmarks/results/time_to_solve.md). The train and eval
-envs then step as one batch of `slots` = max(num_envs, 2 · num_eval_envs)
-envs; when those two differ by more than 2× that would waste more than half
+envs then step as one batch of `slots` = max(num_envs, E) envs, E = 2 ·
+num_eval_envs (num_eval_envs without `eval_stochastic`); when those two differ by more than 2× that would waste more than half
 of a step, and the interval evaluates after its loop with `acting.evaluate`
 instead. The loops' bounds are the same for every seed (`acting.any_seed`).
 Functions here handle one seed; `training.Trainer` vmaps and shards.
@@ -105,11 +105,19 @@ class Loop:
     self.config, self.env, self.agent = config, acting.SeedFoldedEnv(env), agent
     self.sequence_length = agent.needs.sequence_length
     self.schedule = schedule(config, self.sequence_length)
-    n, e = config.num_envs, 2 * config.num_eval_envs
+    n, e = config.num_envs, self.eval_envs(config)
     #: Whether the interval's loop evaluates too, through its one env step (the module doc).
     self.evaluates_in_loop = max(n, e) <= 2 * min(n, e)
     #: Envs per seed that step in the loop (train and, when it evaluates, eval).
     self.slots = max(n, e) if self.evaluates_in_loop else n
+    # The interval needs the updates' metric shapes before it traces the updates
+    # in its loop: one trace of the agent's Python serves both (acting._trace_once).
+    self._updates_once = acting._trace_once(self._updates)  # pylint: disable=protected-access
+
+  @staticmethod
+  def eval_envs(config) -> int:
+    """Envs per evaluation: deterministic, and with `eval_stochastic` as many sampling."""
+    return (2 if config.eval_stochastic else 1) * config.num_eval_envs
 
   def _sample(self, replay, key):
     b = self.config.batch_size
@@ -147,28 +155,29 @@ class Loop:
     """One evaluation interval for one seed: (prefill +) collect + learn, then evaluate."""
     cfg, sch, agent, env = self.config, self.schedule, self.agent, self.env
     n, slots, num_eval = cfg.num_envs, self.slots, cfg.num_eval_envs
+    e = self.eval_envs(cfg)
     key, k_steps, k_eval = jax.random.split(ts.key, 3)
     # Bounds of the phases, in vector steps; the same for every seed (acting.any_seed).
     prefill = jnp.where(acting.any_seed(ts.env_steps == 0), sch.prefill_vector_steps, 0)
     collect = prefill + sch.interval_vector_steps
     in_loop = self.evaluates_in_loop
-    # acting.evaluate's keys: with slots == 2 · num_eval_envs the evaluation in
-    # the loop is acting.evaluate's (tests/agents/test_training.py).
+    # acting.evaluate's keys: with slots == e the evaluation in the loop is
+    # acting.evaluate's (tests/agents/test_training.py).
     k_reset, k_act_eval = jax.random.split(k_eval)
     eval_env = eval_keys = None
     if in_loop:
-      resets = jax.random.split(k_reset, 2 * num_eval)
-      eval_env = acting.batch_reset(env, resets[jnp.arange(slots) % (2 * num_eval)])
+      resets = jax.random.split(k_reset, e)
+      eval_env = acting.batch_reset(env, resets[jnp.arange(slots) % e])
       eval_keys = jax.random.split(k_act_eval, env.spec.episode_length)
     deterministic = jnp.arange(slots) < num_eval
     zero_extras = self._extras(ts.agent, _first(ts.env_state, n).obs)
     # The metrics of a vector step without updates, and the start of their sums.
     zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(
-        self._updates, ts.agent, ts.replay, k_steps)[1])
+        self._updates_once, ts.agent, ts.replay, k_steps)[1])
     # Per slot: return and length of its first eval episode, and whether it has
-    # ended (slots past the 2 · num_eval_envs eval envs count as ended).
+    # ended (slots past the e eval envs count as ended).
     scores = (jnp.zeros((slots,)), jnp.zeros((slots,)),
-              (jnp.arange(slots) >= 2 * num_eval).astype(jnp.float32))
+              (jnp.arange(slots) >= e).astype(jnp.float32))
 
     def going(carry):
       t, ended = carry[0], carry[-1][2]
@@ -203,7 +212,7 @@ class Loop:
       # The same flag for every seed (acting.any_seed), so a branch, not a select.
       agent_state, metrics = jax.lax.cond(
           is_prefill | is_eval, lambda st: (st, zeros),
-          lambda st: self._updates(st, replay, k_learn), agent_state)
+          lambda st: self._updates_once(st, replay, k_learn), agent_state)
       sums = jax.tree.map(jnp.add, sums, metrics)
       if not in_loop:
         return t + 1, agent_state, sums, replay, next_state, eval_env, scores
@@ -217,9 +226,10 @@ class Loop:
     metrics = jax.tree.map(lambda s: s / sch.interval_vector_steps, sums)
     metrics["train_return"] = acting.train_return(_first(env_state, n))
     if in_loop:
-      metrics.update(acting.eval_metrics(ret, length, num_eval))
+      metrics.update(acting.eval_metrics(ret, length, num_eval, cfg.eval_stochastic))
     else:
-      metrics.update(acting.evaluate(env, agent, agent_state, k_eval, num_eval))
+      metrics.update(acting.evaluate(env, agent, agent_state, k_eval, num_eval,
+                                     cfg.eval_stochastic))
     ts = ts.replace(agent=agent_state, replay=replay, env_state=env_state, key=key,
                     env_steps=ts.env_steps + collect * n, evaluations=ts.evaluations + 1)
     return ts, metrics

@@ -132,7 +132,7 @@ class Loop:
     metrics = jax.tree.map(jnp.mean, metrics)
     metrics["train_return"] = acting.train_return(env_state)
     metrics.update(acting.evaluate(self.env, self.agent, agent_state, k_eval,
-                                   cfg.num_eval_envs))
+                                   cfg.num_eval_envs, cfg.eval_stochastic))
     ts = ts.replace(agent=agent_state, env_state=env_state, key=key,
                     env_steps=ts.env_steps + sch.interval_vector_steps * cfg.num_envs,
                     evaluations=ts.evaluations + 1, carry=agent_carry)

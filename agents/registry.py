@@ -137,6 +137,7 @@ KEY_MEANINGS = {
     "num_epochs": "passes over each rollout (on-policy)",
     "eval_every": "env steps per seed between evaluations (one compiled interval)",
     "num_eval_envs": "episodes per evaluation (deterministic and stochastic policy)",
+    "eval_stochastic": "also score the sampling policy (False: the deterministic one only)",
     "episode_length": "time limit of an episode in agent steps",
     "action_repeat": "env steps per agent action",
     "fresh_resets": "draw a new initial state at every reset (False: Brax's cached one)",

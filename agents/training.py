@@ -194,7 +194,7 @@ class Trainer:
 
   def _evaluate_seed(self, agent_state, key) -> Dict[str, jax.Array]:
     return acting.evaluate(acting.SeedFoldedEnv(self.env), self.agent, agent_state, key,
-                           self.config.num_eval_envs)
+                           self.config.num_eval_envs, self.config.eval_stochastic)
 
   # --- seeds × devices --------------------------------------------------
 

@@ -22,8 +22,10 @@ Settings per side are in `SIDES`; both SAC sides share the network, batch,
 update-to-data ratio, envs, prefill, evaluation interval and eval envs unless a
 side's entry says otherwise. `--set KEY=JSON` overrides a setting of every side:
 `critic_layer_norm` (both SAC sides: ours' `SACConfig.critic_layer_norm`, brax's
-`q_network_layer_norm`), `devices` (host devices for both), `first_seed`, and
-`fast_compile` (ours only; brax.training gets XLA options only from `XLA_FLAGS`, which
+`q_network_layer_norm`), `devices` (host devices for both), `first_seed`,
+`eval_stochastic` (ours only: false scores only the deterministic policy, as
+brax.training's evaluator with `deterministic_eval=True` always does; true, the
+default, also samples on as many more envs) and `fast_compile` (ours only; brax.training gets XLA options only from `XLA_FLAGS`, which
 both sides inherit and each record keeps). Each invocation writes
 runs/time_to_solve/NAME.{json,md,png} (`--out NAME`, default a time stamp);
 benchmarks/results/time_to_solve.md is the committed reading of such runs.
@@ -52,7 +54,8 @@ COMMON = dict(env="inverted_pendulum", backend="generalized", target=950.0, seed
               max_steps=50_000, num_envs=16, hidden=(64, 64), batch_size=256,
               grad_updates_per_step=16, prefill=2048, eval_every=2048, num_eval_envs=16,
               episode_length=1000, learning_rate=3e-4, polyak=0.005,
-              critic_layer_norm=False, fast_compile=True, first_seed=0)
+              critic_layer_norm=False, fast_compile=True, first_seed=0,
+              eval_stochastic=True)
 
 SIDES: Dict[str, Dict[str, Any]] = {
     "ours-sac": dict(kind="ours", agent="sac"),
@@ -111,7 +114,7 @@ def _child_ours(spec: Dict[str, Any], t0: float) -> None:
       eval_every=spec["eval_every"], num_eval_envs=spec["num_eval_envs"],
       episode_length=spec["episode_length"], fresh_resets=spec.get("fresh_resets", False),
       num_devices=spec.get("devices", 1), fast_compile=spec["fast_compile"],
-      **spec.get("loop_sets", {}))
+      eval_stochastic=spec.get("eval_stochastic", True), **spec.get("loop_sets", {}))
   trainer = training.Trainer(cfg, agent_cfg, spec["agent"])
   trainer.compile()  # init and interval side by side, as the CLI does
   ts = trainer.init(trainer.seed_keys())

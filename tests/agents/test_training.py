@@ -8,6 +8,7 @@ import jax
 import numpy as np
 import pytest
 
+from rlax_inf.agents import acting
 from rlax_inf.agents import off_policy
 from rlax_inf.agents import sac
 from rlax_inf.agents import training
@@ -298,16 +299,19 @@ def test_compiler_options_reach_the_programs_and_unknown_ones_are_left_out(tiny)
   assert training.Trainer(cfg, AGENT_CFG, "sac", compiler_options={}).compiler_options == {}
 
 
-@pytest.mark.parametrize("num_eval_envs,in_loop", [(2, True), (1, True), (8, False)])
+@pytest.mark.parametrize("num_eval_envs,stochastic,in_loop", [
+    (2, True, True), (1, True, True), (8, True, False), (4, False, True), (16, False, False)])
 def test_first_interval_prefills_and_the_loop_evaluates_as_acting_evaluate(num_eval_envs,
-                                                                           in_loop):
+                                                                           stochastic, in_loop):
   # One env step per run (off_policy's module doc): init steps no env, the first
   # interval prefills, and the evaluation in the loop is `acting.evaluate`'s (its
-  # keys) when the loop's slots are exactly the 2 · num_eval_envs eval envs. With
-  # 16 eval envs for 4 train envs the interval evaluates after its loop instead.
+  # keys) when the loop's slots are exactly the eval envs (2 · num_eval_envs, or
+  # num_eval_envs without eval_stochastic). With 4× more eval envs than train envs
+  # the interval evaluates after its loop instead.
   cfg = training.TrainConfig(env="pendulum", num_seeds=2, total_steps=32 + 3 * 32, num_envs=4,
                              batch_size=16, grad_updates_per_step=2, prefill_steps=32,
-                             eval_every=32, episode_length=20, num_eval_envs=num_eval_envs)
+                             eval_every=32, episode_length=20, num_eval_envs=num_eval_envs,
+                             eval_stochastic=stochastic)
   trainer = training.Trainer(cfg, AGENT_CFG, "sac")
   assert trainer.loop.evaluates_in_loop == in_loop
   assert trainer.loop.slots == 4  # max(num_envs, 2 · num_eval_envs) in the loop
@@ -328,7 +332,9 @@ def test_first_interval_prefills_and_the_loop_evaluates_as_acting_evaluate(num_e
       assert np.all(np.isfinite(v)), k  # at the tests' LLVM O0 too (acting.any_seed)
     expected = jax.device_get(trainer.evaluate(
         ts.agent, jax.device_put(k_eval, trainer.sharding)))
-    if num_eval_envs != 1:  # slots == 2 · num_eval_envs (or evaluated after the loop)
-      for k in training.EVAL_KEYS:
+    assert set(acting.eval_keys(stochastic)) == set(expected) <= set(metrics)
+    assert ("eval_return_stochastic" in metrics) == stochastic
+    if trainer.loop.slots == trainer.loop.eval_envs(cfg) or not in_loop:
+      for k in acting.eval_keys(stochastic):
         np.testing.assert_allclose(metrics[k], expected[k], rtol=1e-4, err_msg=k)
     np.testing.assert_array_equal(metrics["eval_length"], 20)
