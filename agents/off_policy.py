@@ -20,10 +20,10 @@ brax.training runs the prefill and the evaluation as programs of their own,
 each with its own copy of the env step; XLA compiles every copy (the env step
 is most of a program's compile time on a CPU), so one copy makes the run's
 start-up shorter (benchmarks/results/time_to_solve.md). The train and eval
-envs then step as one batch of `slots` = max(num_envs, E) envs, E = 2 ·
-num_eval_envs (num_eval_envs without `eval_stochastic`); when those two differ by more than 2× that would waste more than half
-of a step, and the interval evaluates after its loop with `acting.evaluate`
-instead. The loops' bounds are the same for every seed (`acting.any_seed`).
+envs then step as one batch of `slots` = max(num_envs, E) envs, where E is
+2 · num_eval_envs (num_eval_envs without `eval_stochastic`); when those two
+differ by more than 2× that would waste more than half of a step, and the
+interval evaluates after its loop with `acting.evaluate` instead. The loops' bounds are the same for every seed (`acting.any_seed`).
 Functions here handle one seed; `training.Trainer` vmaps and shards.
 """
 

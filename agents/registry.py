@@ -136,7 +136,7 @@ KEY_MEANINGS = {
     "num_minibatches": "minibatches of whole rollouts per epoch (on-policy)",
     "num_epochs": "passes over each rollout (on-policy)",
     "eval_every": "env steps per seed between evaluations (one compiled interval)",
-    "num_eval_envs": "episodes per evaluation (deterministic and stochastic policy)",
+    "num_eval_envs": "episodes per evaluation and policy (deterministic, and stochastic)",
     "eval_stochastic": "also score the sampling policy (False: the deterministic one only)",
     "episode_length": "time limit of an episode in agent steps",
     "action_repeat": "env steps per agent action",
