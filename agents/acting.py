@@ -226,6 +226,12 @@ def eval_keys(stochastic: bool = True) -> Tuple[str, ...]:
   return EVAL_KEYS if stochastic else EVAL_KEYS[:2]
 
 
+def eval_env_count(num_envs: int, stochastic: bool = True) -> int:
+  """Envs `evaluate(..., num_envs, stochastic)` steps: `num_envs` deterministic, and with
+  `stochastic` as many sampling."""
+  return (2 if stochastic else 1) * num_envs
+
+
 def evaluate(env: Any, agent: base.Agent, agent_state: Any, key: jax.Array,
              num_envs: int, stochastic: bool = True) -> Dict[str, jax.Array]:
   """First-episode return and length on `num_envs` fresh envs, deterministic and stochastic.
@@ -237,7 +243,7 @@ def evaluate(env: Any, agent: base.Agent, agent_state: Any, key: jax.Array,
   `stochastic=False`, only the `num_envs` deterministic ones (as
   brax.training's evaluator): half the env steps, no `*_stochastic` metrics.
   """
-  total = (2 if stochastic else 1) * num_envs
+  total = eval_env_count(num_envs, stochastic)
   k_reset, k_act = jax.random.split(key)
   states = batch_reset(env, jax.random.split(k_reset, total))
   deterministic = jnp.arange(total) < num_envs  # a mask (`base.select`)

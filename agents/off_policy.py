@@ -23,7 +23,8 @@ start-up shorter (benchmarks/results/time_to_solve.md). The train and eval
 envs then step as one batch of `slots` = max(num_envs, E) envs, where E is
 2 · num_eval_envs (num_eval_envs without `eval_stochastic`); when those two
 differ by more than 2× that would waste more than half of a step, and the
-interval evaluates after its loop with `acting.evaluate` instead. The loops' bounds are the same for every seed (`acting.any_seed`).
+interval evaluates after its loop with `acting.evaluate` instead. The loops'
+bounds are the same for every seed (`acting.any_seed`).
 Functions here handle one seed; `training.Trainer` vmaps and shards.
 """
 
@@ -105,7 +106,8 @@ class Loop:
     self.config, self.env, self.agent = config, acting.SeedFoldedEnv(env), agent
     self.sequence_length = agent.needs.sequence_length
     self.schedule = schedule(config, self.sequence_length)
-    n, e = config.num_envs, self.eval_envs(config)
+    n = config.num_envs
+    e = acting.eval_env_count(config.num_eval_envs, config.eval_stochastic)
     #: Whether the interval's loop evaluates too, through its one env step (the module doc).
     self.evaluates_in_loop = max(n, e) <= 2 * min(n, e)
     #: Envs per seed that step in the loop (train and, when it evaluates, eval).
@@ -113,11 +115,6 @@ class Loop:
     # The interval needs the updates' metric shapes before it traces the updates
     # in its loop: one trace of the agent's Python serves both (acting._trace_once).
     self._updates_once = acting._trace_once(self._updates)  # pylint: disable=protected-access
-
-  @staticmethod
-  def eval_envs(config) -> int:
-    """Envs per evaluation: deterministic, and with `eval_stochastic` as many sampling."""
-    return (2 if config.eval_stochastic else 1) * config.num_eval_envs
 
   def _sample(self, replay, key):
     b = self.config.batch_size
@@ -155,7 +152,7 @@ class Loop:
     """One evaluation interval for one seed: (prefill +) collect + learn, then evaluate."""
     cfg, sch, agent, env = self.config, self.schedule, self.agent, self.env
     n, slots, num_eval = cfg.num_envs, self.slots, cfg.num_eval_envs
-    e = self.eval_envs(cfg)
+    e = acting.eval_env_count(num_eval, cfg.eval_stochastic)
     key, k_steps, k_eval = jax.random.split(ts.key, 3)
     # Bounds of the phases, in vector steps; the same for every seed (acting.any_seed).
     prefill = jnp.where(acting.any_seed(ts.env_steps == 0), sch.prefill_vector_steps, 0)

@@ -25,8 +25,9 @@ side's entry says otherwise. `--set KEY=JSON` overrides a setting of every side:
 `q_network_layer_norm`), `devices` (host devices for both), `first_seed`,
 `eval_stochastic` (ours only: false scores only the deterministic policy, as
 brax.training's evaluator with `deterministic_eval=True` always does; true, the
-default, also samples on as many more envs) and `fast_compile` (ours only; brax.training gets XLA options only from `XLA_FLAGS`, which
-both sides inherit and each record keeps). Each invocation writes
+default, also samples on as many more envs) and `fast_compile` (ours only;
+brax.training gets XLA options only from `XLA_FLAGS`, which both sides inherit and
+each record keeps). Each invocation writes
 runs/time_to_solve/NAME.{json,md,png} (`--out NAME`, default a time stamp);
 benchmarks/results/time_to_solve.md is the committed reading of such runs.
 """
@@ -114,7 +115,7 @@ def _child_ours(spec: Dict[str, Any], t0: float) -> None:
       eval_every=spec["eval_every"], num_eval_envs=spec["num_eval_envs"],
       episode_length=spec["episode_length"], fresh_resets=spec.get("fresh_resets", False),
       num_devices=spec.get("devices", 1), fast_compile=spec["fast_compile"],
-      eval_stochastic=spec.get("eval_stochastic", True), **spec.get("loop_sets", {}))
+      eval_stochastic=spec["eval_stochastic"], **spec.get("loop_sets", {}))
   trainer = training.Trainer(cfg, agent_cfg, spec["agent"])
   trainer.compile()  # init and interval side by side, as the CLI does
   ts = trainer.init(trainer.seed_keys())

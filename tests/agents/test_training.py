@@ -334,7 +334,7 @@ def test_first_interval_prefills_and_the_loop_evaluates_as_acting_evaluate(num_e
         ts.agent, jax.device_put(k_eval, trainer.sharding)))
     assert set(acting.eval_keys(stochastic)) == set(expected) <= set(metrics)
     assert ("eval_return_stochastic" in metrics) == stochastic
-    if trainer.loop.slots == trainer.loop.eval_envs(cfg) or not in_loop:
+    if trainer.loop.slots == acting.eval_env_count(num_eval_envs, stochastic) or not in_loop:
       for k in acting.eval_keys(stochastic):
         np.testing.assert_allclose(metrics[k], expected[k], rtol=1e-4, err_msg=k)
     np.testing.assert_array_equal(metrics["eval_length"], 20)
