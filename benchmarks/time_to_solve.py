@@ -27,7 +27,8 @@ side's entry says otherwise. `--set KEY=JSON` overrides a setting of every side:
 brax.training's evaluator with `deterministic_eval=True` always does; true, the
 default, also samples on as many more envs) and `fast_compile` (ours only;
 brax.training gets XLA options only from `XLA_FLAGS`, which both sides inherit and
-each record keeps). Each invocation writes
+each record keeps). `--side-set SIDE:KEY=JSON` overrides a setting of one side only,
+after `--set` (each side at its own best settings in one paired run). Each invocation writes
 runs/time_to_solve/NAME.{json,md,png} (`--out NAME`, default a time stamp);
 benchmarks/results/time_to_solve.md is the committed reading of such runs.
 """
@@ -76,10 +77,12 @@ QUICK = dict(max_steps=1024, prefill=256, eval_every=512, num_eval_envs=2, episo
 QUICK_OURS_ENV = dict(env="pendulum", backend=None)
 
 
-def _spec(side: str, quick: bool, overrides: Dict[str, Any]) -> Dict[str, Any]:
+def _spec(side: str, quick: bool, overrides: Dict[str, Any],
+          side_overrides: Dict[str, Dict[str, Any]] = None) -> Dict[str, Any]:
   spec = dict(COMMON)
   spec.update({k: v for k, v in SIDES[side].items()})
   spec.update(overrides)
+  spec.update((side_overrides or {}).get(side, {}))
   if quick:
     spec.update(QUICK)
     if spec["kind"] in ("brax-ppo",) or spec.get("agent") == "klpg":
@@ -272,6 +275,9 @@ def main(argv=None) -> int:
   p.add_argument("--repeats", type=int, default=1)
   p.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
                  help="override a setting of every side, e.g. --set grad_updates_per_step=8")
+  p.add_argument("--side-set", action="append", default=[], metavar="SIDE:KEY=JSON",
+                 help="override a setting of one side, after --set, "
+                      "e.g. --side-set brax-sac:batch_size=128")
   p.add_argument("--out", default=None,
                  help="name of the runs/time_to_solve/NAME.* files (default: a time stamp)")
   args = p.parse_args(argv)
@@ -290,11 +296,25 @@ def main(argv=None) -> int:
   except ValueError as e:
     print(f"time_to_solve: error: bad --set ({e}); use KEY=JSON", file=sys.stderr)
     return 2
+  side_overrides: Dict[str, Dict[str, Any]] = {}
+  for item in args.side_set:
+    side, _, setting = item.partition(":")
+    key, eq, value = setting.partition("=")
+    if side not in sides or not key or not eq:
+      print(f"time_to_solve: error: bad --side-set {item!r}; use SIDE:KEY=JSON with SIDE "
+            f"one of --sides ({', '.join(sides)})", file=sys.stderr)
+      return 2
+    try:
+      side_overrides.setdefault(side, {})[key] = json.loads(value)
+    except ValueError as e:
+      print(f"time_to_solve: error: bad --side-set {item!r} ({e}); use SIDE:KEY=JSON",
+            file=sys.stderr)
+      return 2
   modes = ["cold", "warm"] if args.cache == "both" else [args.cache]
   results = []
   for rep in range(args.repeats):
     for side in sides:
-      spec = _spec(side, args.quick, overrides)
+      spec = _spec(side, args.quick, overrides, side_overrides)
       cache = tempfile.mkdtemp(prefix="tts_cache_")
       try:
         for mode in ("cold", "warm"):

@@ -24,10 +24,21 @@ def test_quick_markdown_and_ratio(monkeypatch):
 
 
 @pytest.mark.parametrize("argv", [["--quick", "--sides", "nope"], ["--quick", "--repeats", "0"],
-                                  ["--quick", "--set", "x=notjson"]])
+                                  ["--quick", "--set", "x=notjson"],
+                                  ["--quick", "--side-set", "brax-sac:batch_size=128"],
+                                  ["--quick", "--side-set", "ours-sac:batch_size"],
+                                  ["--quick", "--side-set", "ours-sac:batch_size=x"]])
 def test_bad_arguments_exit_2(argv, capsys):
   assert time_to_solve.main(argv) == 2
   assert "time_to_solve: error:" in capsys.readouterr().err
+
+
+def test_side_set_overrides_one_side_after_set():
+  common, side = {"batch_size": 64}, {"brax-sac": {"batch_size": 128, "polyak": 0.01}}
+  ours = time_to_solve._spec("ours-sac", False, common, side)  # pylint: disable=protected-access
+  brax = time_to_solve._spec("brax-sac", False, common, side)  # pylint: disable=protected-access
+  assert (ours["batch_size"], ours["polyak"]) == (64, time_to_solve.COMMON["polyak"])
+  assert (brax["batch_size"], brax["polyak"]) == (128, 0.01)
 
 
 @pytest.mark.slow
