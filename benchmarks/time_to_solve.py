@@ -380,13 +380,13 @@ def _markdown(payload: Dict[str, Any]) -> str:
   head = [f"# Time to solve", "", f"Command: `{payload['command']}`", "",
           f"Machine: {payload['machine']}", ""]
   ratio = []
-  for cache in ("cold", "warm"):
-    ours = _median([r["t_solved"] for r in payload["results"]
-                    if r["side"] == "ours-sac" and r["cache"] == cache])
-    brax = _median([r["t_solved"] for r in payload["results"]
-                    if r["side"] == "brax-sac" and r["cache"] == cache])
-    if ours and brax:
-      ratio.append(f"{cache}: ours-sac / brax-sac = {ours / brax:.2f}")
+  for cache in ("cold", "warm"):  # every side of ours against every side of brax.training
+    medians = {side: _median([r["t_solved"] for r in rs])
+               for (side, c), rs in by.items() if c == cache}
+    for o, to in medians.items():
+      for b, tb in medians.items():
+        if o.startswith("ours-") and b.startswith("brax-") and to and tb:
+          ratio.append(f"{cache}: {o} / {b} = {to / tb:.2f}")
   return "\n".join(head + rows + ["", "Headline: " + ("; ".join(ratio) or "no ratio")]) + "\n"
 
 

@@ -21,6 +21,12 @@ def test_quick_markdown_and_ratio(monkeypatch):
   assert "| ours-sac | cold | 2 | 2/2 | 40.0 |" in md
   assert "| brax-ppo | cold | 1 | 0/1 | — |" in md
   assert md.strip().endswith("cold: ours-sac / brax-sac = 0.40")
+  md = time_to_solve._markdown(dict(command="c", machine={}, results=[  # pylint: disable=protected-access
+      rec("ours-sac", 30.0), rec("ours-sac-fkl", 60.0), rec("brax-sac", 100.0),
+      rec("brax-ppo", 200.0)]))
+  assert md.strip().endswith("Headline: cold: ours-sac / brax-sac = 0.30; cold: ours-sac / "
+                             "brax-ppo = 0.15; cold: ours-sac-fkl / brax-sac = 0.60; "
+                             "cold: ours-sac-fkl / brax-ppo = 0.30")
 
 
 @pytest.mark.parametrize("argv", [["--quick", "--sides", "nope"], ["--quick", "--repeats", "0"],
