@@ -50,7 +50,11 @@ case "$PART" in
   sac)
     thr ours-sac,brax-sac 1024
     thr ours-sac,brax-sac 4096
-    job 300 tts_sac $TTS --sides ours-sac,brax-sac --set batch_size=128 --set polyak=0.02 \
+    # Each side at its best CPU settings (time_to_solve.md, session 17).
+    job 300 tts_sac $TTS --sides ours-sac,brax-sac --set polyak=0.02 \
+      --set critic_layer_norm=true --set learning_rate=0.001 --set eval_stochastic=false \
+      --set batch_size=64 --set grad_updates_per_step=32 \
+      --side-set brax-sac:batch_size=128 --side-set brax-sac:grad_updates_per_step=16 \
       --out tts_sac_gpu
     ;;
   ppo)
