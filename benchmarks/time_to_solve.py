@@ -40,7 +40,7 @@ import shutil
 import sys
 import tempfile
 import time
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 import numpy as np
 
@@ -263,6 +263,14 @@ def _plot(results: List[Dict[str, Any]], path: str) -> None:
   plt.close(fig)
 
 
+def _setting(text: str) -> Tuple[str, Any]:
+  """(KEY, value) of a `KEY=JSON` setting (`--set`, `--side-set`); ValueError if not one."""
+  key, eq, value = text.partition("=")
+  if not key or not eq:
+    raise ValueError(f"{text!r} is not KEY=JSON")
+  return key, json.loads(value)
+
+
 def main(argv=None) -> int:
   argv = sys.argv[1:] if argv is None else argv
   if argv and argv[0] == "--child":
@@ -292,24 +300,22 @@ def main(argv=None) -> int:
     print("time_to_solve: error: --repeats must be >= 1", file=sys.stderr)
     return 2
   try:
-    overrides = {k: json.loads(v) for k, v in (s.split("=", 1) for s in args.set)}
+    overrides = dict(_setting(s) for s in args.set)
   except ValueError as e:
     print(f"time_to_solve: error: bad --set ({e}); use KEY=JSON", file=sys.stderr)
     return 2
   side_overrides: Dict[str, Dict[str, Any]] = {}
   for item in args.side_set:
     side, _, setting = item.partition(":")
-    key, eq, value = setting.partition("=")
-    if side not in sides or not key or not eq:
-      print(f"time_to_solve: error: bad --side-set {item!r}; use SIDE:KEY=JSON with SIDE "
-            f"one of --sides ({', '.join(sides)})", file=sys.stderr)
-      return 2
     try:
-      side_overrides.setdefault(side, {})[key] = json.loads(value)
+      if side not in sides:
+        raise ValueError(f"SIDE must be one of --sides ({', '.join(sides)})")
+      key, value = _setting(setting)
     except ValueError as e:
       print(f"time_to_solve: error: bad --side-set {item!r} ({e}); use SIDE:KEY=JSON",
             file=sys.stderr)
       return 2
+    side_overrides.setdefault(side, {})[key] = value
   modes = ["cold", "warm"] if args.cache == "both" else [args.cache]
   results = []
   for rep in range(args.repeats):

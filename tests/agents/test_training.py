@@ -314,7 +314,7 @@ def test_first_interval_prefills_and_the_loop_evaluates_as_acting_evaluate(num_e
                              eval_stochastic=stochastic)
   trainer = training.Trainer(cfg, AGENT_CFG, "sac")
   assert trainer.loop.evaluates_in_loop == in_loop
-  assert trainer.loop.slots == 4  # max(num_envs, 2 · num_eval_envs) in the loop
+  assert trainer.loop.slots == 4  # max(num_envs, eval envs) in the loop, num_envs after it
   ts = trainer.init(trainer.seed_keys())
   assert list(jax.device_get(ts.env_steps)) == [0, 0]
   assert list(jax.device_get(ts.replay.size)) == [0, 0]
