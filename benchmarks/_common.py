@@ -64,14 +64,23 @@ def time_interleaved(fns: Dict[str, Callable[[], object]], repeats: int = 20,
   return {k: {"median_s": statistics.median(v), "min_s": min(v)} for k, v in samples.items()}
 
 
-def write_results(name: str, payload: dict, markdown: str) -> None:
-  """Writes benchmarks/results/{name}.json and .md."""
-  out = os.path.join(os.path.dirname(__file__), "results")
-  os.makedirs(out, exist_ok=True)
-  with open(os.path.join(out, f"{name}.json"), "w") as f:
+#: Where `write_results` writes.
+RESULTS_DIR = os.path.join(os.path.dirname(__file__), "results")
+
+
+def write_results(name: str, payload: dict, markdown: str, keep_reading: bool = False) -> None:
+  """Writes benchmarks/results/{name}.json and .md.
+
+  With `keep_reading`, the hand-written reading of the old .md (from
+  `READING_MARK` on, see `kept_reading`) follows the new `markdown`.
+  """
+  os.makedirs(RESULTS_DIR, exist_ok=True)
+  md_path = os.path.join(RESULTS_DIR, f"{name}.md")
+  reading = kept_reading(md_path) if keep_reading else ""
+  with open(os.path.join(RESULTS_DIR, f"{name}.json"), "w") as f:
     json.dump(payload, f, indent=2)
-  with open(os.path.join(out, f"{name}.md"), "w") as f:
-    f.write(markdown)
+  with open(md_path, "w") as f:
+    f.write(markdown + ("\n" + reading if reading else ""))
 
 
 def run_child(module: str, args: List[str], cache_dir: str, devices: int = 1):

@@ -331,9 +331,7 @@ def main(argv=None):
   everything.setdefault("tasks", {})[args.task] = dict(entry, results=results)
   png = os.path.join(RESULTS, f"em_agents_{args.task}.png")
   plot(args.task, results, target, png)
-  md_path = os.path.join(RESULTS, "em_agents.md")
-  reading = _common.kept_reading(md_path)
-  _common.write_results("em_agents", everything, _markdown(everything) + reading)
+  _common.write_results("em_agents", everything, _markdown(everything), keep_reading=True)
 
 
 #: em_agents.md keeps everything from this line on (the hand-written reading) when rewritten.

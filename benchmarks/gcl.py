@@ -293,14 +293,14 @@ def main(argv=None):
   png = os.path.join(RESULTS, "gcl.png")
   plot(results, png)
   text = ("# Guided cost learning on inverted_pendulum\n\n" + text
-          + f"\nCurves (true return of both; gcl's ESS): {os.path.basename(png)}\n"
-          + _common.kept_reading(os.path.join(RESULTS, "gcl.md")))
+          + f"\nCurves (true return of both; gcl's ESS): {os.path.basename(png)}\n")
   _common.write_results("gcl", dict(command=_common.command(), label=args.label,
                                     machine=machine, total_wall_s=total_wall,
                                     expert=dict(seed=expert["expert_seed"],
                                                 demo_returns=expert["demo_returns"],
                                                 demo_steps=expert["demo_steps"]),
-                                    summary=summary, results=results), text)
+                                    summary=summary, results=results), text,
+                        keep_reading=True)
 
 
 if __name__ == "__main__":

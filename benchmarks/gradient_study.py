@@ -543,9 +543,7 @@ def main(argv=None):
                'samples': args.samples, 'ref_batches': args.ref_batches,
                'anchor': ANCHOR, 'rows': rows, 'gradient_checks': checks,
                'wall_seconds': elapsed}
-    reading = _common.kept_reading(os.path.join(RESULTS, 'gradient_study.md'))
-    _common.write_results('gradient_study', payload, '\n'.join(md) + '\n\n' + reading
-                          if reading else '\n'.join(md) + '\n')
+    _common.write_results('gradient_study', payload, '\n'.join(md) + '\n', keep_reading=True)
     _plot(rows, args.envs, os.path.join(RESULTS, 'gradient_study.png'))
   return 0
 

@@ -517,8 +517,7 @@ def main(argv=None):
   print(text)
   if args.quick:
     return
-  reading = _common.kept_reading(os.path.join(RESULTS, "options.md"))
-  _common.write_results("options", payload, text + ("\n" + reading if reading else ""))
+  _common.write_results("options", payload, text, keep_reading=True)
   plot(four_rooms, pendulum, os.path.join(RESULTS, "options.png"))
 
 

@@ -24,7 +24,8 @@ The table gives wall time and its ratio to sequential, and training env steps/s
 after compile (all seeds together) with its efficiency: env steps/s at S over
 S × env steps/s at S = 1 (1.0 = each seed as fast as a run alone; on a fixed
 machine vmapping gains wherever this exceeds 1 / S). Results:
-benchmarks/results/seeds_scaling.{json,md,png}.
+benchmarks/results/seeds_scaling.{json,md,png}; the md keeps its hand-written
+reading (from `_common.READING_MARK` on) when rewritten. The headline is printed last.
 """
 
 import argparse
@@ -183,7 +184,7 @@ def main(argv=None) -> int:
     print(f"quick: {len(rows)} scaling rows, {len(sharded)} device rows")
     return 0
   md = _markdown(payload)
-  _common.write_results(args.name, payload, md)
+  _common.write_results(args.name, payload, md, keep_reading=True)
   _plot(payload, os.path.join(os.path.dirname(__file__), "results", f"{args.name}.png"))
   print(md.strip().splitlines()[-1])
   return 0
