@@ -14,7 +14,7 @@ import jax.numpy as jnp
 from rlax_inf.agents import base
 
 
-def _trace_once(fn: Callable[..., Any]) -> Callable[..., Any]:
+def trace_once(fn: Callable[..., Any]) -> Callable[..., Any]:
   """`fn`, traced to a jaxpr once per argument signature and inlined at every call.
 
   The loops' scans and while_loops re-batch their bodies while they find which
@@ -56,7 +56,7 @@ def _fold_outer_vmap(fn: Callable[..., Any]) -> Callable[..., Any]:
   Not differentiable (`jax.custom_batching.custom_vmap`): the loops never
   differentiate through the env.
   """
-  folded = jax.custom_batching.custom_vmap(_trace_once(fn))
+  folded = jax.custom_batching.custom_vmap(trace_once(fn))
 
   @folded.def_vmap
   def _rule(axis_size, in_batched, *args):
@@ -102,7 +102,7 @@ def _one_env_traced_once(env: Any) -> Tuple[Callable[..., Any], Callable[..., An
   `_fold_outer_vmap` calls a batched function at two batch sizes (per seed when
   the seed `vmap` first traces it, seeds × envs in its rule), and the init,
   interval and evaluation programs each call it again: keyed on the batched
-  shapes, `_trace_once` ran the env's Python once per size and program. Inside
+  shapes, `trace_once` ran the env's Python once per size and program. Inside
   `jax.vmap` the avals are one env's, so one trace of the one-env function
   serves every batch size and every program of the process (the same env object).
   """
@@ -111,8 +111,8 @@ def _one_env_traced_once(env: Any) -> Tuple[Callable[..., Any], Callable[..., An
   except KeyError:
     pass
   except TypeError:  # not weakly referenceable: trace per SeedFoldedEnv
-    return _trace_once(env.step), _trace_once(env.reset)
-  traced = (_trace_once(env.step), _trace_once(env.reset))
+    return trace_once(env.step), trace_once(env.reset)
+  traced = (trace_once(env.step), trace_once(env.reset))
   _ONE_ENV_TRACED[env] = traced
   return traced
 

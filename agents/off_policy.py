@@ -113,8 +113,8 @@ class Loop:
     #: Envs per seed that step in the loop (train and, when it evaluates, eval).
     self.slots = max(n, e) if self.evaluates_in_loop else n
     # The interval needs the updates' metric shapes before it traces the updates
-    # in its loop: one trace of the agent's Python serves both (acting._trace_once).
-    self._updates_once = acting._trace_once(self._updates)  # pylint: disable=protected-access
+    # in its loop: one trace of the agent's Python serves both (acting.trace_once).
+    self._updates_once = acting.trace_once(self._updates)
 
   def _sample(self, replay, key):
     b = self.config.batch_size

@@ -227,7 +227,7 @@ def test_trace_once_falls_back_when_the_function_closes_over_a_tracer():
 
   @jax.jit
   def f(x, y):
-    g = acting._trace_once(lambda z: z * y)  # pylint: disable=protected-access
+    g = acting.trace_once(lambda z: z * y)
     return g(x) + g(x)
 
   np.testing.assert_allclose(f(jax.numpy.ones(3), 2.0), 4.0 * np.ones(3))
