@@ -8,7 +8,7 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Optional
 
 import jax
 
@@ -68,16 +68,18 @@ def time_interleaved(fns: Dict[str, Callable[[], object]], repeats: int = 20,
 RESULTS_DIR = os.path.join(os.path.dirname(__file__), "results")
 
 
-def write_results(name: str, payload: dict, markdown: str, keep_reading: bool = False) -> None:
-  """Writes benchmarks/results/{name}.json and .md.
+def write_results(name: str, payload: dict, markdown: str, keep_reading: bool = False,
+                  directory: Optional[str] = None) -> None:
+  """Writes {directory}/{name}.json and .md (default directory: `RESULTS_DIR`).
 
   With `keep_reading`, the hand-written reading of the old .md (from
   `READING_MARK` on, see `kept_reading`) follows the new `markdown`.
   """
-  os.makedirs(RESULTS_DIR, exist_ok=True)
-  md_path = os.path.join(RESULTS_DIR, f"{name}.md")
+  directory = RESULTS_DIR if directory is None else directory
+  os.makedirs(directory, exist_ok=True)
+  md_path = os.path.join(directory, f"{name}.md")
   reading = kept_reading(md_path) if keep_reading else ""
-  with open(os.path.join(RESULTS_DIR, f"{name}.json"), "w") as f:
+  with open(os.path.join(directory, f"{name}.json"), "w") as f:
     json.dump(payload, f, indent=2)
   with open(md_path, "w") as f:
     f.write(markdown + ("\n" + reading if reading else ""))

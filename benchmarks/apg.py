@@ -37,7 +37,7 @@ from rlax_inf.agents.config import TrainConfig
 from rlax_inf.envs import shaped
 
 MACHINE = "2-core Intel Xeon @ 2.00GHz VM, CPU only"
-RESULTS = os.path.join(os.path.dirname(__file__), "results")
+RESULTS = _common.RESULTS_DIR
 CACHE = "runs/bench_apg"
 #: "improves by a clear margin": final eval return ≥ MARGIN × the initial policy's and
 #: at least MIN_GAIN above it, on every seed.

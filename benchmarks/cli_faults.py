@@ -111,7 +111,7 @@ def main():
                                        if k != "stages"}), flush=True)
       results["runs"][name] = entry
   results["load_average"] = [round(load0, 1), round(os.getloadavg()[0], 1)]
-  path = os.path.join(os.path.dirname(__file__), "results", "cli_faults.json")
+  path = os.path.join(_common.RESULTS_DIR, "cli_faults.json")
   old = {}
   if args.only and os.path.exists(path):
     with open(path) as f:

@@ -54,7 +54,7 @@ from rlax_inf.agents import registry
 from rlax_inf.agents import training
 from rlax_inf.agents.config import TrainConfig
 
-RESULTS = os.path.join(os.path.dirname(__file__), "results")
+RESULTS = _common.RESULTS_DIR
 CACHE = "runs/bench_em_agents"
 MACHINE = "2-core Intel Xeon @ 2.00GHz VM, CPU only"
 #: Written instead of MACHINE when the run is on a GPU (the device machine lent to a session).

@@ -43,7 +43,7 @@ from benchmarks import _common
 from benchmarks import em_agents
 from rlax_inf.agents import distributed
 
-RESULTS = os.path.join(os.path.dirname(__file__), "results")
+RESULTS = _common.RESULTS_DIR
 CACHE = "runs/bench_fkl_vs_rkl"
 # The machines the committed results ran on (the VM changed between sessions); a run
 # written elsewhere (--out) names its own machine (`_common.machine()`).
@@ -427,8 +427,8 @@ def main(argv=None) -> int:
   comp = compare(summaries, tasks)
   head = headline(comp, seeds)
   first = tasks_def[tasks[0]]
-  here = ", ".join(f"{k} {v}" for k, v in _common.machine().items())
-  machine = MACHINE if out_dir == RESULTS else f"this invocation's: {here}"
+  machine = MACHINE if out_dir == RESULTS else "this invocation's: " + ", ".join(
+      f"{k} {v}" for k, v in _common.machine().items())
   entry = dict(command=_common.command(), machine=machine, seeds=seeds,
                train=dict(first["train"], **({"total_steps": args.steps} if args.steps
                                                and not args.quick else {})),
@@ -438,14 +438,9 @@ def main(argv=None) -> int:
   print("\n".join(table(summaries, grid)))
   print("\n".join(comparison_lines(comp)))
   if out_dir:
-    os.makedirs(out_dir, exist_ok=True)
+    _common.write_results("fkl_vs_rkl", entry, markdown(entry), keep_reading=True,
+                          directory=out_dir)
     plot(summaries, grid, seeds, out_dir)
-    md_path = os.path.join(out_dir, "fkl_vs_rkl.md")
-    reading = _common.kept_reading(md_path)
-    with open(os.path.join(out_dir, "fkl_vs_rkl.json"), "w") as f:
-      json.dump(entry, f, indent=1)
-    with open(md_path, "w") as f:
-      f.write(markdown(entry) + reading)
   print(head, flush=True)
   return 0
 

@@ -44,7 +44,7 @@ from rlax_inf.agents import training
 from rlax_inf.agents.config import TrainConfig
 from rlax_inf.envs import demonstrations as demos_lib
 
-RESULTS = os.path.join(os.path.dirname(__file__), "results")
+RESULTS = _common.RESULTS_DIR
 CACHE = "runs/bench_gcl"
 
 #: The loop's settings of every run: the main job's (agents/main_job.py MAIN_SETS).

@@ -56,7 +56,7 @@ from benchmarks import _common
 import rlax_inf
 from rlax_inf import envs
 
-RESULTS = os.path.join(os.path.dirname(__file__), 'results')
+RESULTS = _common.RESULTS_DIR
 CACHE = 'runs/gradient_study'
 MACHINE = '2-core Intel Xeon @ 2.00GHz VM, CPU only'
 SIGMA = 0.1

@@ -49,7 +49,7 @@ from benchmarks import _common
 from rlax_inf.envs import demonstrations
 from rlax_inf.envs import tabular
 
-RESULTS = os.path.join(os.path.dirname(__file__), "results")
+RESULTS = _common.RESULTS_DIR
 
 
 def _policy_counts(log_pi, transitions, initial):

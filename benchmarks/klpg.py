@@ -35,7 +35,7 @@ from rlax_inf.agents import klpg
 from rlax_inf.agents import training
 from rlax_inf.agents.config import TrainConfig
 
-RESULTS = os.path.join(os.path.dirname(__file__), "results")
+RESULTS = _common.RESULTS_DIR
 #: Finished runs are kept here (git-ignored) and reused when the settings match, so a
 #: benchmark killed half-way (the 2-core machine is shared) resumes where it stopped.
 CACHE = "runs/bench_klpg"

@@ -195,7 +195,7 @@ def main():
   print(f"machine: {info}", flush=True)
   rlax_rows = _rlax_rows(repeats)
   if args.keep_messages:
-    with open(os.path.join(os.path.dirname(__file__), "results", "ops.json")) as f:
+    with open(os.path.join(_common.RESULTS_DIR, "ops.json")) as f:
       last = json.load(f)
     msg_rows = last["messages"]
     msg_command = last.get("messages_command", last["command"])

@@ -45,7 +45,7 @@ from rlax_inf.agents import training
 from rlax_inf.agents.config import TrainConfig
 from rlax_inf.envs import tabular
 
-RESULTS = os.path.join(os.path.dirname(__file__), "results")
+RESULTS = _common.RESULTS_DIR
 CACHE = "runs/bench_options"
 MOVES = ("up", "down", "right", "left")  # envs.tabular's action order
 

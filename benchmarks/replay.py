@@ -580,7 +580,7 @@ def _md(payload):
 def _sac_update_ms():
   """ms per SAC update from benchmarks/results/sac_update.json, if it is there."""
   try:
-    with open(os.path.join(os.path.dirname(__file__), "results", "sac_update.json")) as f:
+    with open(os.path.join(_common.RESULTS_DIR, "sac_update.json")) as f:
       return float(json.load(f)["ms_per_update"]["ours"])
   except (OSError, KeyError, ValueError):
     return None

@@ -29,7 +29,7 @@ import numpy as np
 from benchmarks import _common
 from rlax_inf.agents import main_job
 
-RESULTS = os.path.join(os.path.dirname(__file__), "results")
+RESULTS = _common.RESULTS_DIR
 
 
 def _machine():

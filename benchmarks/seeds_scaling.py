@@ -185,7 +185,7 @@ def main(argv=None) -> int:
     return 0
   md = _markdown(payload)
   _common.write_results(args.name, payload, md, keep_reading=True)
-  _plot(payload, os.path.join(os.path.dirname(__file__), "results", f"{args.name}.png"))
+  _plot(payload, os.path.join(_common.RESULTS_DIR, f"{args.name}.png"))
   print(md.strip().splitlines()[-1])
   return 0
 

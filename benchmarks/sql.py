@@ -45,7 +45,7 @@ from rlax_inf.agents import sql
 from rlax_inf.agents import training
 from rlax_inf.agents.config import TrainConfig
 
-RESULTS = os.path.join(os.path.dirname(__file__), "results")
+RESULTS = _common.RESULTS_DIR
 TARGET_RETURN = 475.0
 TARGET_REL_ERROR = 0.05
 

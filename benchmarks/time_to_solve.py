@@ -40,7 +40,7 @@ import shutil
 import sys
 import tempfile
 import time
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -78,7 +78,7 @@ QUICK_OURS_ENV = dict(env="pendulum", backend=None)
 
 
 def _spec(side: str, quick: bool, overrides: Dict[str, Any],
-          side_overrides: Dict[str, Dict[str, Any]] = None) -> Dict[str, Any]:
+          side_overrides: Optional[Dict[str, Dict[str, Any]]] = None) -> Dict[str, Any]:
   spec = dict(COMMON)
   spec.update({k: v for k, v in SIDES[side].items()})
   spec.update(overrides)
